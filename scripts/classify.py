@@ -1,0 +1,28 @@
+"""Snakemake entry point: classifier scores for one selector's rankings."""
+import _bootstrap  # noqa: F401
+from neopain import provenance, runtime
+
+
+def main(sm):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from neopain.classify import SCORE_SCHEMA, score_folds
+    from neopain.extract import feature_matrix
+
+    p = sm.params
+    table = pq.read_table(sm.input.features)
+    X = feature_matrix(table)
+    meta = table.select(["video_id", "subject_id", "frame", "y"]).to_pandas()
+    split = pq.read_table(sm.input.split).to_pandas()
+    rankings = pq.read_table(sm.input.selection).to_pandas()
+    scores = score_folds(X, meta, split, rankings, list(p.k), dict(p.classifiers), p.seed)
+    ups = [provenance.read_provenance(f) for f in
+           (sm.input.features, sm.input.split, sm.input.selection)]
+    cfg = {"k": list(p.k), "classifiers": dict(p.classifiers), "seed": p.seed}
+    prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
+    out = pa.Table.from_pandas(scores, SCORE_SCHEMA, preserve_index=False)
+    provenance.write_table(out, sm.output[0], prov)
+
+
+runtime.run(snakemake, main)  # noqa: F821

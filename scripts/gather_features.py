@@ -1,0 +1,31 @@
+"""Snakemake entry point: the feature table of one backbone x layer."""
+import _bootstrap  # noqa: F401
+from neopain import provenance, runtime
+
+
+def main(sm):
+    from pathlib import Path
+
+    from neopain.extract import gather_layer
+    from neopain.provenance import META_KEY, canonical_json
+    from neopain.samples import load_samples
+
+    p = sm.params
+    samples = load_samples(sm.input.samples, p.labels, p.data_root)
+    per_video = {Path(f).stem: f for f in sm.input.videos}
+    ups = [provenance.read_provenance(f) for f in sm.input.videos]
+    prov = provenance.make_provenance(
+        sm.rule, {"backbone": sm.wildcards.backbone, "layer": sm.wildcards.layer,
+                  "positive_label": p.positive_label},
+        {"samples": provenance.sha256_file(sm.input.samples)}, upstream=ups,
+        params={"backbone": sm.wildcards.backbone, "layer": sm.wildcards.layer})
+    meta = {META_KEY: canonical_json(prov).encode(),
+            b"neopain.backbone": sm.wildcards.backbone.encode(),
+            b"neopain.layer": sm.wildcards.layer.encode()}
+    with provenance.atomic_path(sm.output[0]) as tmp:
+        n = gather_layer(per_video, sm.wildcards.layer, samples.loc[list(per_video)],
+                         p.positive_label, tmp, meta)
+    runtime.logging.getLogger("gather").info("%d rows from %d videos", n, len(per_video))
+
+
+runtime.run(snakemake, main)  # noqa: F821

@@ -1,0 +1,22 @@
+"""Snakemake entry point: per-fold feature rankings of one selector."""
+import _bootstrap  # noqa: F401
+from neopain import provenance, runtime
+
+
+def main(sm):
+    import pyarrow.parquet as pq
+
+    from neopain.selection_stage import rank_folds
+
+    p = sm.params
+    table = pq.read_table(sm.input.features)
+    split = pq.read_table(sm.input.split).to_pandas()
+    out = rank_folds(table, split, sm.wildcards.selector, dict(p.selector), p.max_k)
+    ups = [provenance.read_provenance(sm.input.features),
+           provenance.read_provenance(sm.input.split)]
+    cfg = {"selector": sm.wildcards.selector, **dict(p.selector), "max_k": p.max_k}
+    prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
+    provenance.write_table(out, sm.output[0], prov)
+
+
+runtime.run(snakemake, main)  # noqa: F821

@@ -1,0 +1,18 @@
+rule classify:
+    """Every k x classifier on one selector's features; per-frame test scores."""
+    input:
+        features="results/features/{backbone}/{layer}/features.parquet",
+        split="results/splits/{protocol}.parquet",
+        selection="results/selection/{backbone}/{layer}/{protocol}/{selector}.parquet",
+    output:
+        "results/scores/{backbone}/{layer}/{protocol}/{selector}.parquet",
+    params:
+        k=config["select"]["k"],
+        classifiers=config["classify"]["classifiers"],
+        seed=config.get("seed", 0),
+    log:
+        "logs/classify/{backbone}/{layer}/{protocol}/{selector}.log",
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/classify.py"

@@ -1,0 +1,18 @@
+rule select:
+    """Rank features per fold with one selector, fitted on the fold's training subjects."""
+    input:
+        features="results/features/{backbone}/{layer}/features.parquet",
+        split="results/splits/{protocol}.parquet",
+    output:
+        "results/selection/{backbone}/{layer}/{protocol}/{selector}.parquet",
+    params:
+        selector=lambda wc: SELECTORS[wc.selector],
+        max_k=max(config["select"]["k"]),
+    log:
+        "logs/select/{backbone}/{layer}/{protocol}/{selector}.log",
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/select.py"

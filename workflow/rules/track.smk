@@ -1,0 +1,34 @@
+rule track:
+    """Detect the face in every frame (streamed) and keep one subject across frames."""
+    input:
+        video_source,
+    output:
+        table="results/tracks/{video}.parquet",
+        qc="results/tracks/{video}.qc.json",
+    params:
+        video=video_params,
+        track=stage("track"),
+        fps_for_images=config["fps_for_images"],
+    log:
+        "logs/track/{video}.log",
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/track.py"
+
+
+rule qc_summary:
+    """Tracking QC of every video in one table."""
+    input:
+        expand("results/tracks/{video}.qc.json", video=VIDEOS),
+    output:
+        "results/qc/tracking.parquet",
+    log:
+        "logs/qc_summary.log",
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/qc_summary.py"
