@@ -130,6 +130,20 @@ def locate_weights(spec: BackboneSpec, weights_dir: str | Path | None) -> Path:
     )
 
 
+def _unwrap_ops_sequentials(model: nn.Module) -> None:
+    """Turn torchvision.ops Sequential subclasses (e.g. Conv2dNormActivation) into plain
+    ``nn.Sequential`` so FX traces through them: torchvision's feature extractor treats
+    every torchvision.ops module as a leaf, which would hide their inner (pre-activation)
+    nodes.  Parameter names are unchanged."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.Sequential) and type(child) is not nn.Sequential \
+                and type(child).__module__.startswith("torchvision.ops"):
+            plain = nn.Sequential(*child.children())
+            setattr(model, name, plain)
+            child = plain
+        _unwrap_ops_sequentials(child)
+
+
 def _no_inplace(model: nn.Module) -> None:
     for mod in model.modules():
         if hasattr(mod, "inplace") and isinstance(getattr(mod, "inplace"), bool):
@@ -150,6 +164,7 @@ class FeatureNet(nn.Module):
                 f"known: {', '.join(spec.taps)}"
             )
         _no_inplace(model)
+        _unwrap_ops_sequentials(model)
         self.spec = spec
         self.layers = list(layers)
         nodes = {spec.taps[name].node: name for name in self.layers}

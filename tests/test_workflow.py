@@ -1,0 +1,126 @@
+"""The whole DAG on real data from ../shared/data: raw frames/videos -> Table 5.
+
+Runs Snakemake once (module fixture) on 8 CK+ sequences of 4 subjects given as frame
+folders plus single_face.mp4 and no_face.mp4, then checks the tables' contents, that a
+second run has nothing to do, and that the workflow lints clean.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from neopain.provenance import read_provenance
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = ["penultimate", "conv_last"]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
+           "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run(shared_data, tmp_path_factory):
+    work = tmp_path_factory.mktemp("wf")
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["samples"] = str(REPO / "tests" / "data" / "ci_samples.tsv")
+    cfg["data_root"] = str(shared_data)
+    cfg["extract"]["backbones"] = {"mobilenet_v2": {"layers": LAYERS}}
+    cfg["extract"]["weights_dir"] = str(work / "weights")
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work)
+    return work, cfg, proc
+
+
+def test_results_table_has_finite_aucs(run):
+    work, cfg, _ = run
+    metrics = pq.read_table(work / "results/evaluation/metrics.parquet").to_pandas()
+    n_cfg = len(LAYERS) * len(cfg["protocols"]) * len(cfg["select"]["selectors"]) \
+        * len(cfg["select"]["k"]) * len(cfg["classify"]["classifiers"])
+    assert len(metrics) == 2 * n_cfg            # frame and video level
+    loso = metrics[metrics.protocol == "loso"]
+    assert np.isfinite(loso["auc"]).all() and loso["auc"].between(0, 1).all()
+    assert loso["accuracy"].between(0, 1).all()
+    frame = loso[loso.level == "frame"]
+    video = loso[loso.level == "video"]
+    assert (video["n"] == 9).all(), "9 videos with a face (no_face.mp4 has none)"
+    assert (frame["n_subjects"] == 5).all()
+    t5 = pq.read_table(work / "results/evaluation/table5.parquet").to_pandas()
+    assert len(t5) == len(LAYERS) * len(cfg["protocols"])
+    assert set(t5["layer"]) == set(LAYERS)
+    md = (work / "results/evaluation/table5.md").read_text()
+    assert "Table 5" in md and "| mobilenet_v2 | penultimate | loso |" in md
+
+
+def test_no_face_video_is_recorded_and_skipped(run):
+    work, _, _ = run
+    qc = json.loads((work / "results/tracks/no_face.qc.json").read_text())
+    assert qc["status"] == "no_face" and qc["n_ok"] == 0 and qc["n_frames"] == 95
+    feats = pq.read_table(work / "results/features/mobilenet_v2/penultimate/features.parquet")
+    vids = set(feats.column("video_id").to_pylist())
+    assert "no_face" not in vids and "single_face" in vids and len(vids) == 9
+    summary = pq.read_table(work / "results/qc/tracking.parquet").to_pandas()
+    assert summary.set_index("video_id").loc["single_face", "success_rate"] >= 0.95
+
+
+def test_feature_table_schema_pandas_duckdb_and_provenance(run):
+    import duckdb
+
+    work, cfg, _ = run
+    path = work / "results/features/mobilenet_v2/conv_last/features.parquet"
+    schema = pq.read_schema(path)
+    assert schema.names == ["video_id", "subject_id", "label", "y", "frame", "timestamp",
+                            "features"]
+    assert str(schema.field("features").type) == "fixed_size_list<element: float>[62720]"
+    df = pq.read_table(path).to_pandas()
+    assert len(df) > 20 and df["subject_id"].nunique() == 5
+    assert set(df["label"]) == {"pain", "no_pain"} and set(df["y"]) == {0, 1}
+    con = duckdb.connect()
+    n, n_videos, dim = con.execute(
+        f"select count(*), count(distinct video_id), max(len(features)) from '{path}'"
+    ).fetchone()
+    assert (n, dim) == (len(df), 62720) and n_videos == 9
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == 9                     # one row group per video
+    prov = read_provenance(path)
+    assert prov["rule"] == "gather_features"
+    assert prov["sources"]["weights:mobilenet_v2-b0353104.pth"].startswith("b0353104")
+    assert "video:single_face" in prov["sources"] and "samples" in prov["sources"]
+    assert "torch" in prov["packages"] and prov["code_version"]
+
+
+def test_split_is_subject_disjoint(run):
+    work, _, _ = run
+    split = pq.read_table(work / "results/splits/holdout.parquet").to_pandas()
+    train = set(split[split.role == "train"].subject_id)
+    test = set(split[split.role == "test"].subject_id)
+    assert train and test and not (train & test)
+    scores = pq.read_table(work / "results/scores/mobilenet_v2/penultimate/holdout/su.parquet")
+    assert set(scores.column("subject_id").to_pylist()) <= test
+
+
+def test_second_run_has_nothing_to_do(run):
+    work, _, _ = run
+    proc = snakemake(work, "--dry-run")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean(run):
+    work, _, _ = run
+    proc = snakemake(work, "--lint", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for" not in out, out[-3000:]
