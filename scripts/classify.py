@@ -8,7 +8,7 @@ def main(sm):
     import pyarrow.parquet as pq
 
     from neopain.classify import SCORE_SCHEMA, score_folds
-    from neopain.extract import feature_matrix
+    from neopain.tables import feature_matrix
 
     p = sm.params
     table = pq.read_table(sm.input.features)

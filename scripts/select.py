@@ -6,7 +6,7 @@ from neopain import provenance, runtime
 def main(sm):
     import pyarrow.parquet as pq
 
-    from neopain.selection_stage import rank_folds
+    from neopain.select import rank_folds
 
     p = sm.params
     table = pq.read_table(sm.input.features)

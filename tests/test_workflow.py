@@ -124,3 +124,34 @@ def test_lint_is_clean(run):
     proc = snakemake(work, "--lint", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Lints for" not in out, out[-3000:]
+
+
+def job_counts(output: str) -> dict[str, int]:
+    counts, in_stats = {}, False
+    for line in output.splitlines():
+        if line.startswith("Job stats:"):
+            in_stats = True
+            continue
+        if in_stats:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+            elif not parts and counts:
+                break
+    counts.pop("total", None)
+    return counts
+
+
+def test_adding_a_video_reruns_only_that_video_and_aggregations(run):
+    work, cfg, _ = run
+    sheet = Path(cfg["samples"]).read_text()
+    grown = work / "grown_samples.tsv"
+    grown.write_text(sheet + "S130_012\tS130\tckplus_sequences/disgust/S130_012\tpain\n")
+    proc = snakemake(work, "--dry-run", "--config", f"samples={grown}")
+    counts = job_counts(proc.stdout + proc.stderr)
+    n_agg = len(LAYERS) * len(cfg["protocols"]) * len(cfg["select"]["selectors"])
+    assert counts == {
+        "track": 1, "crop": 1, "keyframes": 1, "extract": 1, "qc_summary": 1,
+        "gather_features": len(LAYERS), "split": len(cfg["protocols"]),
+        "select": n_agg, "classify": n_agg, "evaluate": 1, "all": 1,
+    }, counts

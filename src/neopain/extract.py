@@ -22,6 +22,7 @@ import torch
 
 from .backbones import FeatureNet
 from .crop import decode_jpeg
+from .tables import feature_matrix  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,9 @@ def gather_layer(
                 writer = pq.ParquetWriter(str(writer_path), schema, compression="zstd")
             elif table.schema.field("features").type != schema.field("features").type:
                 raise ValueError(f"{per_video[vid]}: feature size differs from other videos")
-            writer.write_table(table.replace_schema_metadata(schema.metadata),
-                               row_group_size=max(m, 1))
+            if m:  # one row group per video that has keyframes
+                writer.write_table(table.replace_schema_metadata(schema.metadata),
+                                   row_group_size=m)
             n += m
     finally:
         if writer is not None:
@@ -151,9 +153,3 @@ def read_features(path: str | Path, video_ids: list[str] | None = None) -> pd.Da
     """Read a gathered table (optionally only some videos) into pandas + matrix."""
     filters = [("video_id", "in", video_ids)] if video_ids else None
     return pq.read_table(path, filters=filters).to_pandas()
-
-
-def feature_matrix(table: pa.Table) -> np.ndarray:
-    col = table.column("features").combine_chunks()
-    d = col.type.list_size
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32)
