@@ -11,7 +11,10 @@ def main(sm):
     p = sm.params
     table = pq.read_table(sm.input.features)
     split = pq.read_table(sm.input.split).to_pandas()
-    out = rank_folds(table, split, sm.wildcards.selector, dict(p.selector), p.max_k)
+    params = dict(p.selector)
+    if sm.wildcards.selector == "relieff":
+        params.setdefault("n_jobs", sm.threads)  # threads only split work: same scores
+    out = rank_folds(table, split, sm.wildcards.selector, params, p.max_k)
     ups = [provenance.read_provenance(sm.input.features),
            provenance.read_provenance(sm.input.split)]
     cfg = {"selector": sm.wildcards.selector, **dict(p.selector), "max_k": p.max_k}

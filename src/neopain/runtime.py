@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from typing import Any, Callable
@@ -15,6 +16,12 @@ def run(snakemake: Any, main: Callable[[Any], None]) -> None:
     Snakemake marks the job failed (and removes its incomplete outputs) while
     the other jobs go on under ``--keep-going``.
     """
+    # Keep numerical libraries to the job's thread budget (set before torch/numpy
+    # threads start): on a 2-core node, two jobs with torch's default threads each
+    # slow each other down many times over.
+    threads = str(max(1, int(getattr(snakemake, "threads", 1) or 1)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = threads
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if snakemake.log:
         handlers.append(logging.FileHandler(str(snakemake.log[0]), mode="w"))
@@ -24,6 +31,8 @@ def run(snakemake: Any, main: Callable[[Any], None]) -> None:
     )
     log = logging.getLogger("neopain.rule." + snakemake.rule)
     log.info("rule %s wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
     try:
         main(snakemake)
     except Exception:

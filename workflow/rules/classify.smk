@@ -10,6 +10,7 @@ rule classify:
         k=config["select"]["k"],
         classifiers=config["classify"]["classifiers"],
         seed=config.get("seed", 0),
+    threads: 1
     log:
         "logs/classify/{backbone}/{layer}/{protocol}/{selector}.log",
     conda:

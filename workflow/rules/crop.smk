@@ -9,6 +9,7 @@ rule crop:
         video=video_params,
         crop=stage("crop"),
         fps_for_images=config["fps_for_images"],
+    threads: 1
     log:
         "logs/crop/{video}.log",
     resources:

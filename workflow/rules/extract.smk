@@ -11,6 +11,7 @@ rule extract:
         weights_dir=config["extract"].get("weights_dir", "resources/weights"),
         device=config["extract"].get("device", "auto"),
         batch_size=config["extract"].get("batch_size", 32),
+    threads: 2
     log:
         "logs/extract/{backbone}/{video}.log",
     resources:

@@ -9,6 +9,7 @@ rule track:
         video=video_params,
         track=stage("track"),
         fps_for_images=config["fps_for_images"],
+    threads: 1
     log:
         "logs/track/{video}.log",
     resources:
