@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: venv demo demo-data test test-fast lint clean
+.PHONY: venv demo demo-data test test-fast test-cluster bench-plan lint clean
 
 venv: $(VENV)/.installed
 
@@ -15,6 +15,17 @@ $(VENV)/.installed: requirements.txt requirements.lock requirements-nodeps.txt p
 	$(PY) -m pip install --quiet -c requirements.lock -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# The mediapipe tracker backend's separate interpreter (mediapipe 0.10.21 needs numpy<2).
+VENV_MP ?= .venv-mediapipe
+venv-mediapipe: $(VENV_MP)/.installed
+
+$(VENV_MP)/.installed: envs/mediapipe.yaml
+	test -x $(VENV_MP)/bin/python || $(PYTHON) -m venv $(VENV_MP)
+	$(VENV_MP)/bin/python -m pip install --quiet mediapipe==0.10.21 numpy==1.26.4 protobuf==4.25.9 \
+		opencv-contrib-python==4.11.0.86 jax==0.7.1 jaxlib==0.7.1
+	$(VENV_MP)/bin/python -c "import mediapipe; assert mediapipe.__version__ == '0.10.21'"
 	touch $@
 
 demo-data: venv
@@ -34,6 +45,26 @@ test: venv
 
 test-fast: venv
 	$(PY) -m pytest -q -rs -m "not slow"
+
+# A real single-node SLURM (Debian slurmctld/slurmd/munge, root) runs the tiny DAG through
+# `snakemake --executor slurm --workflow-profile profiles/slurm`; the daemons are stopped by
+# PID and the /etc/slurm links removed afterwards, whatever the outcome (with the plugin
+# installed, a stale /etc/slurm/slurm.conf would cost every snakemake call ~10 s).
+SLURM_PLUGINS := snakemake-executor-plugin-slurm==2.8.0 snakemake-executor-plugin-slurm-jobstep==0.6.1
+test-cluster: venv
+	$(PY) -c "import snakemake_executor_plugin_slurm" 2>/dev/null || $(PY) -m pip install --quiet $(SLURM_PLUGINS)
+	bash tests/cluster/slurm_local.sh clean
+	bash tests/cluster/slurm_local.sh install
+	bash tests/cluster/slurm_local.sh config
+	set +e; bash tests/cluster/slurm_local.sh start && \
+	  NEOPAIN_SLURM_TEST=1 $(PY) -m pytest -q -rs -p no:cacheprovider tests/test_cluster.py; \
+	  rc=$$?; bash tests/cluster/slurm_local.sh clean; exit $$rc
+
+bench-plan: venv
+	$(PY) bench/bench_plan.py
+
+bench-track: venv
+	$(PY) bench/track_fps.py
 
 clean:
 	rm -rf results logs .snakemake

@@ -15,6 +15,7 @@ include: "workflow/rules/split.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

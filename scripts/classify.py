@@ -16,10 +16,13 @@ def main(sm):
     meta = table.select(["video_id", "subject_id", "frame", "y"]).to_pandas()
     split = pq.read_table(sm.input.split).to_pandas()
     rankings = pq.read_table(sm.input.selection).to_pandas()
-    scores = score_folds(X, meta, split, rankings, list(p.k), dict(p.classifiers), p.seed)
+    search = dict(p.search or {})
+    scores = score_folds(X, meta, split, rankings, list(p.k), dict(p.classifiers), p.seed,
+                         preset=p.preset, search=search)
     ups = [provenance.read_provenance(f) for f in
            (sm.input.features, sm.input.split, sm.input.selection)]
-    cfg = {"k": list(p.k), "classifiers": dict(p.classifiers), "seed": p.seed}
+    cfg = {"k": list(p.k), "classifiers": dict(p.classifiers), "seed": p.seed,
+           "preset": p.preset, "search": search}
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
     out = pa.Table.from_pandas(scores, SCORE_SCHEMA, preserve_index=False)
     provenance.write_table(out, sm.output[0], prov)

@@ -1,4 +1,4 @@
-"""Snakemake entry point: metrics of every configuration and Table 5."""
+"""Snakemake entry point: metrics with CIs, Tables 5/6, DeLong tests, ROC figures."""
 import _bootstrap  # noqa: F401
 from neopain import provenance, runtime
 
@@ -8,8 +8,10 @@ def main(sm):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from neopain.evaluate import metrics_table, table5, to_markdown
+    from neopain.evaluate import (delong_table, metrics_table, plot_roc, roc_curves_for,
+                                  table5, table6, to_markdown, with_ci_columns)
 
+    p = sm.params
     frames, ups = [], []
     for f in sm.input:
         parts = f.split("/")  # results/scores/{backbone}/{layer}/{protocol}/{selector}.parquet
@@ -19,24 +21,46 @@ def main(sm):
         frames.append(df)
         ups.append(provenance.read_provenance(f))
     scores = pd.concat(frames, ignore_index=True)
-    metrics = metrics_table(scores, sm.params.aggregation)
-    t5 = table5(metrics)
-    cfg = {"video_aggregation": sm.params.aggregation}
+    metrics = metrics_table(scores, p.aggregation, p.quantile, p.n_boot, p.seed, p.ci_level)
+    t5, t6 = table5(metrics), table6(metrics)
+    dl = delong_table(scores, metrics, p.aggregation, p.quantile)
+    cfg = {"video_aggregation": p.aggregation, "quantile": p.quantile, "n_boot": p.n_boot,
+           "ci_level": p.ci_level, "seed": p.seed}
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
-    provenance.write_table(pa.Table.from_pandas(metrics, preserve_index=False),
-                           sm.output.metrics, prov)
-    provenance.write_table(pa.Table.from_pandas(t5, preserve_index=False),
-                           sm.output.table5_parquet, prov)
-    notes = [
-        "Best configuration per backbone x layer x protocol, chosen on frame-level test "
-        "accuracy as in Zamzmi et al. 2018 Table 5 (optimistic); all configurations are in "
-        "metrics.md.",
-        f"Video level: {sm.params.aggregation} of frame scores for AUC, majority vote of "
-        "frame predictions for accuracy. Test predictions pooled over folds.",
+    for table, path in ((metrics, sm.output.metrics), (t5, sm.output.table5_parquet),
+                        (t6, sm.output.table6_parquet), (dl, sm.output.delong_parquet)):
+        provenance.write_table(pa.Table.from_pandas(table, preserve_index=False), path, prov)
+    agg = p.aggregation if p.aggregation != "quantile" else f"{p.quantile:g}-quantile"
+    ci = (f"{int(round(p.ci_level * 100))}% CIs in brackets: percentile bootstrap over "
+          f"subjects, {p.n_boot} replicates, seed {p.seed}." if p.n_boot else "No CIs.")
+    common = [
+        f"Video level: {agg} of frame scores for AUC, majority vote of frame predictions for "
+        f"accuracy. Test predictions pooled over folds. {ci}",
         f"code {prov['code_version']}; provenance in each Parquet file's schema metadata.",
     ]
-    provenance.write_text(to_markdown(t5, "Table 5: deep features", notes), sm.output.table5)
-    provenance.write_text(to_markdown(metrics, "All configurations"), sm.output.metrics_md)
+    notes5 = ["Best configuration per backbone x layer x protocol, chosen on frame-level test "
+              "accuracy as in Zamzmi et al. 2018 (optimistic); all configurations are in "
+              "metrics.md."] + common
+    notes6 = ["As Table 5, the configuration chosen on video-level test accuracy."] + common
+    provenance.write_text(to_markdown(with_ci_columns(t5), "Table 5: deep features "
+                                      "(chosen at frame level)", notes5), sm.output.table5)
+    provenance.write_text(to_markdown(with_ci_columns(t6), "Table 6: deep features "
+                                      "(chosen at video level)", notes6), sm.output.table6)
+    provenance.write_text(to_markdown(dl, "DeLong tests: best ReliefF vs best SU "
+                                      "configuration", ["Two-sided DeLong test of the AUC "
+                                      "difference on the same pooled test rows "
+                                      "(Sun & Xu 2014 algorithm)."]), sm.output.delong)
+    provenance.write_text(to_markdown(with_ci_columns(metrics), "All configurations", common),
+                          sm.output.metrics_md)
+    t5i = t5.set_index(["backbone", "layer", "protocol"])
+    for (b, layer, proto), path in zip(p.roc_targets, sm.output.roc):
+        part = scores[(scores.backbone == b) & (scores.layer == layer)
+                      & (scores.protocol == proto)]
+        curves = []
+        if (b, layer, proto) in t5i.index:
+            row = t5i.loc[(b, layer, proto)]
+            curves = roc_curves_for(part, row, p.aggregation, p.quantile)
+        plot_roc(curves, path, f"{b} {layer} ({proto})")
 
 
 runtime.run(snakemake, main)  # noqa: F821

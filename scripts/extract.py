@@ -5,22 +5,29 @@ from neopain import provenance, runtime
 
 def main(sm):
     import pyarrow.parquet as pq
+    import torch
 
     from neopain.backbones import load_backbone
-    from neopain.extract import extract_video, pick_device
+    from neopain.extract import extract_video, pick_device, precision_name
 
     p = sm.params
-    net, sources = load_backbone(sm.wildcards.backbone, list(p.layers), p.weights_dir)
+    torch.set_num_threads(max(1, sm.threads))
+    backbone_cfg = dict(p.backbone_cfg)
+    net, sources = load_backbone(sm.wildcards.backbone, list(p.layers), p.weights_dir,
+                                 cfg=backbone_cfg)
     device = pick_device(p.device)
     table = extract_video(net, p.video["video_id"], pq.read_table(sm.input.crops),
                           pq.read_table(sm.input.keyframes), batch_size=p.batch_size,
-                          device=device)
+                          device=device, precision=p.precision, dtype=p.dtype,
+                          workers=p.workers)
     ups = [provenance.read_provenance(sm.input.crops)]
+    stage = {"backbone": sm.wildcards.backbone, "layers": list(p.layers), "dtype": p.dtype}
+    if backbone_cfg:
+        stage["backbone_cfg"] = backbone_cfg
     prov = provenance.make_provenance(
-        sm.rule, {"backbone": sm.wildcards.backbone, "layers": list(p.layers)},
-        sources, upstream=ups,
-        params={"backbone": sm.wildcards.backbone, "layers": list(p.layers),
-                "device": device.type, "precision": "bf16" if device.type == "cuda" else "fp32"})
+        sm.rule, stage, sources, upstream=ups,
+        params={**stage, "device": device.type,
+                "precision": precision_name(device, p.precision)})
     provenance.write_table(table, sm.output[0], prov)
 
 

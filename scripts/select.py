@@ -14,10 +14,12 @@ def main(sm):
     params = dict(p.selector)
     if sm.wildcards.selector == "relieff":
         params.setdefault("n_jobs", sm.threads)  # threads only split work: same scores
-    out = rank_folds(table, split, sm.wildcards.selector, params, p.max_k)
+    prefilter = dict(p.prefilter or {"method": "none"})
+    out = rank_folds(table, split, sm.wildcards.selector, params, p.max_k, prefilter)
     ups = [provenance.read_provenance(sm.input.features),
            provenance.read_provenance(sm.input.split)]
-    cfg = {"selector": sm.wildcards.selector, **dict(p.selector), "max_k": p.max_k}
+    cfg = {"selector": sm.wildcards.selector, **dict(p.selector), "max_k": p.max_k,
+           "prefilter": prefilter}
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
     provenance.write_table(out, sm.output[0], prov)
 

@@ -18,3 +18,13 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"shared test data not found at {SHARED_DATA} (tests only; see README)")
     return SHARED_DATA
+
+
+SHARED_MODELS = REPO.parent / "shared" / "models"
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    if not (SHARED_MODELS / "README.md").is_file():
+        pytest.skip(f"shared test models not found at {SHARED_MODELS} (tests only; see README)")
+    return SHARED_MODELS

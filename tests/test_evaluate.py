@@ -1,6 +1,7 @@
 """Metrics with known answers."""
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 import pandas as pd
 import pytest
 
@@ -53,3 +54,183 @@ def test_metrics_and_table5():
     assert len(t) == 1 and t.iloc[0]["selector"] == "su(5)"
     md = to_markdown(t, "Table 5")
     assert "| m | l | loso | su(5) | nb |" in md
+
+
+# ----------------------------------------------------------------------------
+# video aggregation, bootstrap CIs, DeLong, tables, figures
+# ----------------------------------------------------------------------------
+from neopain.evaluate import (bootstrap_ci, bootstrap_replicates, delong_table,  # noqa: E402
+                              delong_test, plot_roc, table6, table7, with_ci_columns)
+
+
+def test_video_level_top_quantile():
+    v = video_level(_scores(), "quantile", 0.9).set_index("video_id")
+    assert v.loc["a", "score"] == pytest.approx(np.quantile([0.9, 0.2, 0.8], 0.9))
+    assert v.loc["b", "score"] == pytest.approx(np.quantile([0.1, 0.6], 0.9))
+    with pytest.raises(ValueError, match="unknown video_aggregation 'top'"):
+        video_level(_scores(), "top")
+
+
+def clustered(n_subj=30, seed=0, shift=1.0):
+    rng = np.random.default_rng(seed)
+    subj = np.repeat([f"S{i:02d}" for i in range(n_subj)], rng.integers(3, 12, n_subj))
+    y = rng.integers(0, 2, subj.size)
+    s = shift * y + rng.normal(size=subj.size)
+    return y, (s > 0.5).astype(int), s, subj
+
+
+def test_bootstrap_replicates_equal_a_loop_over_resampled_subjects():
+    y, pred, s, subj = clustered()
+    s = np.round(s, 1)  # ties in the scores
+    reps = bootstrap_replicates(y, pred, s, subj, n_boot=50, seed=7)
+    uniq, sidx = np.unique(subj, return_inverse=True)
+    draws = np.random.default_rng(7).integers(0, uniq.size, size=(50, uniq.size))
+    for b in range(50):
+        rows = np.concatenate([np.flatnonzero(sidx == j) for j in draws[b]])
+        m = binary_metrics(y[rows], pred[rows], s[rows])
+        for name in ("accuracy", "auc", "sensitivity", "specificity", "balanced_accuracy",
+                     "f1"):
+            assert reps[name][b] == pytest.approx(m[name], abs=1e-12), (name, b)
+
+
+def test_bootstrap_ci_is_seeded_and_covers_the_estimate():
+    y, pred, s, subj = clustered(seed=1)
+    a = bootstrap_ci(y, pred, s, subj, n_boot=1000, seed=3)
+    assert a == bootstrap_ci(y, pred, s, subj, n_boot=1000, seed=3)
+    m = binary_metrics(y, pred, s)
+    for name, (lo, hi) in a.items():
+        assert lo <= m[name] <= hi and hi - lo < 0.5, name
+    # subjects, not frames, are resampled: one subject -> a degenerate interval
+    one = bootstrap_ci(y[subj == "S00"], pred[subj == "S00"], s[subj == "S00"],
+                       subj[subj == "S00"], n_boot=100)
+    assert one["accuracy"][0] == one["accuracy"][1]
+
+
+def delong_plain(y, a, b):
+    """DeLong et al. (1988) written out: placement values by pairwise comparison."""
+    y = np.asarray(y)
+    out = []
+    for s in (a, b):
+        pos, neg = s[y == 1], s[y == 0]
+        psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        out.append((psi.mean(), psi.mean(axis=1), psi.mean(axis=0)))
+    (auc_a, v10a, v01a), (auc_b, v10b, v01b) = out
+    m, n = len(v10a), len(v01a)
+    s10 = np.cov(np.vstack([v10a, v10b]))
+    s01 = np.cov(np.vstack([v01a, v01b]))
+    S = s10 / m + s01 / n
+    var = S[0, 0] + S[1, 1] - 2 * S[0, 1]
+    z = (auc_a - auc_b) / np.sqrt(var)
+    from scipy.stats import norm
+
+    return auc_a, auc_b, z, 2 * norm.sf(abs(z))
+
+
+def test_delong_matches_plain_implementation_with_ties():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 150)
+    a = np.round(y + rng.normal(size=150), 1)
+    b = np.round(0.5 * y + rng.normal(size=150) + 0.3 * a, 1)
+    got = delong_test(y, a, b)
+    auc_a, auc_b, z, p = delong_plain(y, a, b)
+    assert got["auc_a"] == pytest.approx(auc_a, abs=1e-12)
+    assert got["auc_a"] == pytest.approx(roc_auc_score(y, a), abs=1e-12)
+    assert got["auc_b"] == pytest.approx(auc_b, abs=1e-12)
+    assert got["z"] == pytest.approx(z, rel=1e-9) and got["p"] == pytest.approx(p, rel=1e-9)
+    same = delong_test(y, a, a)
+    assert same["diff"] == 0 and same["p"] == 1.0
+
+
+def test_delong_agrees_with_a_paired_bootstrap():
+    """Independent check: the paired bootstrap SE of the AUC difference and its
+    normal p-value agree with DeLong's (n = 400, 4000 replicates)."""
+    rng = np.random.default_rng(5)
+    n = 400
+    y = rng.integers(0, 2, n)
+    common = rng.normal(size=n)
+    a = 1.0 * y + common + 0.7 * rng.normal(size=n)
+    b = 0.75 * y + common + 0.7 * rng.normal(size=n)
+    d = delong_test(y, a, b)
+    from scipy.stats import norm, rankdata
+
+    idx = rng.integers(0, n, size=(4000, n))
+    yb = y[idx]
+    n1 = yb.sum(axis=1)
+
+    def auc(s):  # Mann-Whitney per replicate, midranks for ties
+        r = rankdata(s[idx], axis=1)
+        return ((r * yb).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * (n - n1))
+
+    diffs = auc(a) - auc(b)
+    assert auc(a)[0] == pytest.approx(roc_auc_score(yb[0], a[idx[0]]), abs=1e-12)
+    se_boot = np.std(diffs, ddof=1)
+
+    p_boot = 2 * norm.sf(abs(d["diff"]) / se_boot)
+    assert d["se"] == pytest.approx(se_boot, rel=0.08)
+    assert abs(d["p"] - p_boot) < 0.02
+    assert 0.0 < d["p"] < 0.2  # a real but modest difference
+
+
+def _many_scores():
+    rng = np.random.default_rng(0)
+    rows = []
+    for sel in ("relieff", "su"):
+        for clf, shift in (("nb", 1.5), ("svm", 0.5)):
+            for subj in range(12):
+                y = subj % 2
+                for v in range(2):
+                    for f in range(4):
+                        s = shift * y + rng.normal() + (0.5 if sel == "su" else 0.0) * y
+                        rows.append(dict(backbone="m", layer="l", protocol="loso", fold=subj,
+                                         selector=sel, k=5, classifier=clf,
+                                         video_id=f"{subj}_{v}", subject_id=f"S{subj}",
+                                         frame=f, y=y, score=s, pred=int(s > 0.5 * shift)))
+    return pd.DataFrame(rows)
+
+
+def test_metrics_with_cis_tables_5_6_and_delong_table():
+    scores = _many_scores()
+    m = metrics_table(scores, n_boot=200, seed=0)
+    assert {"accuracy_lo", "accuracy_hi", "auc_lo", "auc_hi", "f1_lo"} <= set(m.columns)
+    assert (m["auc_lo"] <= m["auc"]).all() and (m["auc"] <= m["auc_hi"]).all()
+    t5, t6 = table5(m), table6(m)
+    assert len(t5) == len(t6) == 1
+    assert t5.iloc[0]["classifier"] == "nb" and t5.iloc[0]["selector"] == "su(5)"
+    assert {"frame_accuracy", "frame_auc_lo", "video_auc", "video_auc_hi"} <= set(t5.columns)
+    md = to_markdown(with_ci_columns(t5), "Table 5")
+    assert "frame_auc" in md and "[" in md and "frame_auc_lo" not in md
+    dl = delong_table(scores, m)
+    assert set(dl["level"]) == {"frame", "video"}
+    assert (dl["config_a"] == "relieff(5) nb").all() and (dl["config_b"] == "su(5) nb").all()
+    assert dl["p"].between(0, 1).all() and (dl["n"].iloc[0] == 12 * 2 * 4)
+
+
+def test_table7_fusion_on_synthetic_feature_sets():
+    rows = []
+    for feats, acc in (("fused", 0.9), ("deep", 0.8), ("strain", 0.7)):
+        for clf, bonus in (("nb", 0.0), ("rf", 0.05)):
+            for level in ("frame", "video"):
+                rows.append(dict(backbone="m", layer="l", protocol="loso", selector="su", k=5,
+                                 classifier=clf, features=feats, level=level, n=40,
+                                 n_subjects=8, accuracy=acc + bonus, auc=acc + bonus + 0.02,
+                                 accuracy_lo=acc - 0.1, accuracy_hi=acc + 0.1,
+                                 auc_lo=acc - 0.1, auc_hi=acc + 0.1))
+    t = table7(pd.DataFrame(rows))
+    assert t["features"].tolist() == ["deep", "strain", "fused"]
+    assert (t["classifier"] == "rf").all()
+    assert t.set_index("features").loc["fused", "frame_accuracy"] == pytest.approx(0.95)
+    with pytest.raises(ValueError, match="'features' column"):
+        table7(pd.DataFrame(rows).drop(columns="features"))
+
+
+def test_metrics_table_keeps_feature_sets_apart():
+    scores = pd.concat([_many_scores().assign(features=f) for f in ("deep", "fused")])
+    m = metrics_table(scores, n_boot=0)
+    assert set(m["features"]) == {"deep", "fused"} and len(m) == 2 * 2 * 2 * 2
+
+
+def test_roc_figure_is_written(tmp_path):
+    y, _, s, _ = clustered()
+    out = tmp_path / "roc" / "m" / "l" / "loso.png"
+    plot_roc([("frame", y, s), ("video", y, -s)], out, "m l loso")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

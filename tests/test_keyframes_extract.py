@@ -59,3 +59,31 @@ def test_extract_video_schema():
     assert t.schema.field("f_block_last").type == pa.list_(pa.float32(), 320 * 7 * 7)
     empty = extract_video(net, "v2", crops.slice(0, 0), kf.slice(0, 0))
     assert empty.num_rows == 0 and empty.schema.equals(t.schema)
+
+
+def test_landmark_rule_and_either():
+    """Same pixels, moving mouth corners: only the landmark rule sees the change."""
+    from neopain.crop import template
+
+    n = 4
+    t = template(224)
+    lms = []
+    for dy in (0.0, 1.0, 6.0, 6.5):  # mouth corners move 0, 1, 6, 6.5 px
+        p = t.copy()
+        p[3:, 1] += dy
+        lms.append(p.ravel())
+    crops = crops_table([grey(100)] * n)
+    crops = crops.set_column(crops.schema.get_field_index("landmarks"), "landmarks",
+                             pa.FixedSizeListArray.from_arrays(
+                                 pa.array(np.concatenate(lms).astype(np.float32)), 10))
+    px = select_keyframes(crops, method="pixels")
+    assert px.column("keep").to_pylist() == [True, False, False, False]
+    lm = select_keyframes(crops, method="landmarks", landmark_threshold=0.005)
+    # mean move of 5 points / 224: 1 px -> 0.0018, 6 px -> 0.0107, 6.5 vs 6 -> 0.0009
+    assert lm.column("keep").to_pylist() == [True, False, True, False]
+    d = lm.column("landmark_diff").to_pylist()
+    assert d[2] == pytest.approx(2 * 6 / 5 / 224, rel=1e-3)
+    either = select_keyframes(crops, method="either", landmark_threshold=0.005)
+    assert either.column("keep").to_pylist() == lm.column("keep").to_pylist()
+    with pytest.raises(ValueError, match="method"):
+        select_keyframes(crops, method="optical")

@@ -500,3 +500,58 @@ def test_module_functions_accept_codes():
                                   ReliefF().fit(X, y).scores_)
     np.testing.assert_array_equal(select.su_scores(X, y)[0],
                                   SymmetricUncertainty().fit(X, y).scores_)
+
+
+# ----------------------------------------------------------------------------
+# engines, float32, prefilter
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numba", "torch", "scipy"])
+def test_relieff_backends_are_bit_identical(backend):
+    if backend == "numba":
+        pytest.importorskip("numba")
+    X, y = tied_integers(n=83, p=29, n_classes=3, seed=11)
+    X[:, 10:] += np.random.default_rng(11).normal(size=(83, 19))
+    ref = reference_relieff(X, y)
+    base = ReliefF(backend=backend).fit(X, y)
+    assert base.backend_ == backend
+    np.testing.assert_allclose(base.scores_, ref, rtol=0, atol=1e-12)
+    for params in ({"chunk_size": 9}, {"column_chunk_size": 4},
+                   {"chunk_size": 5, "column_chunk_size": 1, "n_jobs": 2}):
+        got = ReliefF(backend=backend, device="cpu", **params).fit(X, y).scores_
+        np.testing.assert_array_equal(got, base.scores_, err_msg=str(params))
+    other = ReliefF(backend="scipy").fit(X, y).scores_
+    np.testing.assert_array_equal(base.scores_, other)
+
+
+def test_float32_input_is_not_copied_to_float64_and_scores_equal():
+    X, y = synthetic(n=120, n_noise=40, seed=3)
+    X32 = X.astype(np.float32)
+    for cls in (ReliefF, SymmetricUncertainty):
+        a = cls().fit(X32, y).scores_
+        b = cls().fit(X32.astype(np.float64), y).scores_
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_backend_is_refused():
+    X, y = synthetic(n=20, n_noise=13)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ReliefF(backend="cuda").fit(X, y)
+
+
+def test_anova_prefilter_keeps_lineage_and_is_documented():
+    X, y = synthetic(n=200, n_noise=60, seed=4)
+    cols = [f"c{i}" for i in range(X.shape[1])]
+    sel = make_selector("relieff", 3, prefilter={"method": "anova", "n_features": 10})
+    assert isinstance(sel, select.Prefiltered)
+    sel.fit(pd.DataFrame(X, columns=cols), y)
+    assert set(INFORMATIVE) <= set(sel.prefilter_support_.tolist())
+    assert sel.ranking_[:2].tolist() == INFORMATIVE[:2]
+    assert sel.prefilter_support_.size == 10 and np.isnan(sel.scores_).sum() == X.shape[1] - 10
+    assert set(sel.ranking_[:10].tolist()) == set(sel.prefilter_support_.tolist())
+    assert sel.get_feature_names_out().tolist() == [cols[i] for i in sorted(sel.ranking_[:3])]
+    # the kept columns are scored as on the reduced table
+    keep = sel.prefilter_support_
+    np.testing.assert_array_equal(sel.scores_[keep], ReliefF().fit(X[:, keep], y).scores_)
+    assert make_selector("su", 3, prefilter={"method": "none"}).__class__ is SymmetricUncertainty
+    with pytest.raises(ValueError, match="unknown prefilter 'mrmr'"):
+        make_selector("su", 3, prefilter={"method": "mrmr"})

@@ -1,8 +1,8 @@
 """The whole DAG on real data from ../shared/data: raw frames/videos -> Table 5.
 
 Runs Snakemake once (module fixture) on 8 CK+ sequences of 4 subjects given as frame
-folders plus single_face.mp4 and no_face.mp4, then checks the tables' contents, that a
-second run has nothing to do, and that the workflow lints clean.
+folders plus single_face.mp4, no_face.mp4 and a corrupt video file (made here), then checks
+the tables' contents, that a second run has nothing to do, and that the workflow lints clean.
 """
 
 import json
@@ -37,7 +37,13 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 def run(shared_data, tmp_path_factory):
     work = tmp_path_factory.mktemp("wf")
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["samples"] = str(REPO / "tests" / "data" / "ci_samples.tsv")
+    # the CI sheet plus a corrupt "video": track.on_error=record must flag it, not stop
+    corrupt = work / "corrupt.mp4"
+    corrupt.write_bytes(b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 40)
+    sheet = work / "samples.tsv"
+    sheet.write_text((REPO / "tests" / "data" / "ci_samples.tsv").read_text()
+                     + f"corrupt\tbroken\t{corrupt}\tno_pain\n")
+    cfg["samples"] = str(sheet)
     cfg["data_root"] = str(shared_data)
     cfg["extract"]["backbones"] = {"mobilenet_v2": {"layers": LAYERS}}
     cfg["extract"]["weights_dir"] = str(work / "weights")
@@ -75,6 +81,50 @@ def test_no_face_video_is_recorded_and_skipped(run):
     assert "no_face" not in vids and "single_face" in vids and len(vids) == 9
     summary = pq.read_table(work / "results/qc/tracking.parquet").to_pandas()
     assert summary.set_index("video_id").loc["single_face", "success_rate"] >= 0.95
+
+
+def test_corrupt_video_is_recorded_and_the_rest_completes(run):
+    work, _, _ = run
+    qc = json.loads((work / "results/tracks/corrupt.qc.json").read_text())
+    assert qc["status"] == "error" and "corrupt.mp4" in qc["error"] and qc["n_frames"] == 0
+    assert pq.read_table(work / "results/tracks/corrupt.parquet").num_rows == 0
+    log = (work / "logs/track/corrupt.log").read_text()
+    assert "corrupt.mp4" in log and "ERROR" in log
+    summary = pq.read_table(work / "results/qc/tracking.parquet").to_pandas().set_index("video_id")
+    assert summary.loc["corrupt", "status"] == "error"
+    assert summary.loc["no_face", "status"] == "no_face"
+    feats = pq.read_table(work / "results/features/mobilenet_v2/penultimate/features.parquet")
+    assert "corrupt" not in set(feats.column("video_id").to_pylist())
+
+
+def test_qc_montages_for_every_video(run):
+    import cv2
+
+    work, cfg, _ = run
+    summary = pq.read_table(work / "results/qc/tracking.parquet").to_pandas()
+    assert len(summary) == 11
+    for vid in summary["video_id"]:
+        img = cv2.imread(str(work / f"results/qc/{vid}.montage.png"))
+        assert img is not None and img.shape[1] == 640, vid
+    assert summary["montage"].notna().all()
+
+
+def test_on_error_fail_fails_only_that_job(run, tmp_path):
+    """track.on_error=fail: the corrupt video's job fails, --keep-going runs the others."""
+    work, cfg, _ = run
+    other = tmp_path / "wf_fail"
+    other.mkdir()
+    cfg2 = {**cfg, "track": {**cfg["track"], "on_error": "fail"}}
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg2))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(other), "--configfile", str(other / "config.yaml"),
+           "--cores", "2", "--keep-going", "results/tracks/corrupt.qc.json",
+           "results/tracks/S055_003.qc.json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert (other / "results/tracks/S055_003.qc.json").is_file()
+    assert not (other / "results/tracks/corrupt.qc.json").exists()
+    assert "corrupt.mp4" in (other / "logs/track/corrupt.log").read_text()
 
 
 def test_feature_table_schema_pandas_duckdb_and_provenance(run):
@@ -151,7 +201,7 @@ def test_adding_a_video_reruns_only_that_video_and_aggregations(run):
     counts = job_counts(proc.stdout + proc.stderr)
     n_agg = len(LAYERS) * len(cfg["protocols"]) * len(cfg["select"]["selectors"])
     assert counts == {
-        "track": 1, "crop": 1, "keyframes": 1, "extract": 1, "qc_summary": 1,
+        "track": 1, "crop": 1, "keyframes": 1, "extract": 1, "qc_summary": 1, "qc_montage": 1,
         "gather_features": len(LAYERS), "split": len(cfg["protocols"]),
         "select": n_agg, "classify": n_agg, "evaluate": 1, "all": 1,
     }, counts

@@ -2,7 +2,12 @@
 
 * ``neopain samples SHEET [--labels a b] [--data-root DIR]``: validate a sample sheet;
 * ``neopain provenance FILE.parquet``: print a table's provenance record;
-* ``neopain demo-data [DEST]``: fetch and verify the demo input.
+* ``neopain demo-data [DEST]``: fetch and verify the demo input;
+* ``neopain weights list|verify [NAME ...]``, ``neopain weights import NAME FILE``: the
+  backbone weights files (local weights dir, sha256 pins), for air-gapped clusters;
+* ``neopain record [WORKDIR]``: write the run record ``results/provenance/run.json``;
+* ``neopain verify [RESULTS]``: re-hash inputs and outputs against the run record and
+  report drift (exit 1 on drift).
 """
 
 from __future__ import annotations
@@ -24,6 +29,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path")
     d = sub.add_parser("demo-data", help="fetch and verify the demo input")
     d.add_argument("dest", nargs="?", default="resources/demo")
+    w = sub.add_parser("weights", help="list, verify or import backbone weights")
+    wsub = w.add_subparsers(dest="wcmd", required=True)
+    for wname, whelp in (("list", "the registry's weights files and their state"),
+                         ("verify", "hash the present files against their pins")):
+        x = wsub.add_parser(wname, help=whelp)
+        x.add_argument("names", nargs="*", help="backbones (default: all)")
+    x = wsub.add_parser("import", help="check a user-supplied file, copy it into the "
+                        "weights dir and record its sha256")
+    x.add_argument("name")
+    x.add_argument("source")
+    for x in wsub.choices.values():
+        x.add_argument("--weights-dir", help="default: extract.weights_dir of --config")
+        x.add_argument("--config", default="config.yaml",
+                       help="run configuration for weights_dir and backbone overrides")
+    r = sub.add_parser("record", help="write the run record results/provenance/run.json")
+    r.add_argument("workdir", nargs="?", default=".")
+    r.add_argument("--configfile", help="the run's config (default: from the old record)")
+    v = sub.add_parser("verify", help="re-hash inputs/outputs against the run record")
+    v.add_argument("results", nargs="?", default="results")
     args = ap.parse_args(argv)
 
     if args.cmd == "samples":
@@ -47,11 +71,81 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(json.dumps(rec, indent=2, sort_keys=True))
         return 0
+    if args.cmd == "record":
+        from .runrecord import write_record
+
+        cfg = None
+        if args.configfile:
+            import yaml
+
+            with open(args.configfile) as fh:
+                cfg = yaml.safe_load(fh)
+        path = write_record(args.workdir, cfg)
+        rec = json.loads(path.read_text())
+        print(f"{path}: {len(rec['outputs'])} outputs, {len(rec['inputs'])} raw inputs, "
+              f"{len(rec['weights'])} weight files")
+        return 0
+    if args.cmd == "verify":
+        from .verify import main as verify_main
+
+        return verify_main(args.results)
     if args.cmd == "demo-data":
         from .demo import main as demo_main
 
         return demo_main([args.dest])
+    if args.cmd == "weights":
+        return _weights(args)
     return 1
+
+
+def _weights(args) -> int:
+    from pathlib import Path
+
+    from .backbones import WeightsError
+    from . import weights
+
+    extract_cfg = {}
+    if args.config and Path(args.config).is_file():
+        import yaml
+
+        extract_cfg = (yaml.safe_load(Path(args.config).read_text()) or {}).get("extract", {})
+    weights_dir = args.weights_dir or extract_cfg.get("weights_dir", "resources/weights")
+    backbones_cfg = {k: {kk: vv for kk, vv in (v or {}).items() if kk != "layers"}
+                     for k, v in (extract_cfg.get("backbones") or {}).items()}
+    try:
+        if args.wcmd == "import":
+            rec = weights.import_weights(args.name, args.source, weights_dir,
+                                         backbones_cfg.get(args.name))
+            print(f"imported {args.source} -> {rec['path']}"
+                  + (" (converted to a state dict)" if rec["converted"] == "True" else ""))
+            print(f"recorded in {Path(weights_dir) / 'SHA256SUMS'}; pin it in the config:")
+            print(f"  extract:\n    backbones:\n      {args.name}:\n"
+                  f"        sha256: {rec['sha256']}")
+            return 0
+        bad = 0
+        for spec in weights.specs(args.names or None, backbones_cfg):
+            if args.wcmd == "list":
+                rec = weights.status(spec, weights_dir)
+                pins = ", ".join(rec["pins"]) or "none"
+                print(f"{spec.name:14s} {rec['state']:9s} {spec.weights_file}  pin: {pins}")
+                print(f"{'':14s} {rec['path'] or 'obtain: ' + spec.obtain}")
+                if spec.licence:
+                    print(f"{'':14s} licence: {spec.licence}")
+            else:
+                rec = weights.status(spec, weights_dir)
+                if rec["state"] == "missing":
+                    line = f"missing (obtain: {spec.obtain})"
+                    bad += bool(args.names)
+                elif rec["state"] == "ok":
+                    line = f"ok {rec['sha256']}"
+                else:
+                    line = rec["error"]
+                    bad += 1
+                print(f"{spec.name}: {spec.weights_file}: {line}")
+        return 1 if bad else 0
+    except (WeightsError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

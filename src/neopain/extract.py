@@ -1,19 +1,28 @@
 """Deep feature extraction from keyframe crops: one forward pass per batch
 produces every requested layer, written as Parquet.
 
-Per-video files hold ``video_id, frame, timestamp`` and one fixed-size
-float32 list column ``f_<layer>`` per layer.  :func:`gather_layer` then builds
-the per backbone x layer table ``video_id, subject_id, label, y, frame,
-timestamp, features`` with one row group per video (so one video's rows can
-be read without reading the others).
+Per-video files hold ``video_id, frame, timestamp`` and one fixed-size list column
+``f_<layer>`` per layer (float32, or float16 with ``dtype="float16"`` for conv5-sized
+layers).  :func:`gather_layer` then builds the per backbone x layer table ``video_id,
+subject_id, label, y, frame, timestamp, features`` with one row group per video (so one
+video's rows can be read without reading the others: row-group statistics on
+``video_id`` let pyarrow and duckdb skip the others).
+
+Streaming: the JPEG crops of batch i+1.. are decoded and resized on a thread pool
+(OpenCV releases the GIL) while the network runs on batch i.  On CUDA the batch is
+copied from pinned memory without blocking, the network runs channels_last under
+autocast (bf16 where supported, else fp16; ``precision`` chooses); on CPU it runs fp32.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -26,6 +35,9 @@ from .tables import feature_matrix  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
+DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.float16())}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
@@ -33,73 +45,153 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def feature_dims(net: FeatureNet, size: int) -> dict[str, int]:
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``device`` (None: fp32, no autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def precision_name(device: torch.device, precision: str = "auto") -> str:
+    dt = autocast_dtype(device, precision)
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dt]
+
+
+def feature_dims(net: FeatureNet, size: int | None = None) -> dict[str, int]:
+    size = size or net.spec.input_size
+    p = next(net.parameters())
     with torch.no_grad():
-        out = net(torch.zeros(1, 3, size, size))
+        out = net(torch.zeros(1, 3, size, size, device=p.device))
     return {k: int(v.shape[1]) for k, v in out.items()}
 
 
-def _batches(images: Iterable[np.ndarray], batch_size: int) -> Iterator[list[np.ndarray]]:
-    batch: list[np.ndarray] = []
-    for img in images:
-        batch.append(img)
-        if len(batch) == batch_size:
+def decode_batch(jpegs: Sequence[bytes], size: int) -> np.ndarray:
+    """JPEG crops -> N x size x size x 3 uint8 RGB (INTER_AREA when shrinking)."""
+    out = np.empty((len(jpegs), size, size, 3), np.uint8)
+    for i, b in enumerate(jpegs):
+        img = decode_jpeg(b)
+        if img.shape[0] != size or img.shape[1] != size:
+            interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+            img = cv2.resize(img, (size, size), interpolation=interp)
+        out[i] = img
+    return out
+
+
+def prefetch_batches(jpegs: Sequence[bytes], size: int, batch_size: int,
+                     workers: int = 2, depth: int | None = None) -> Iterator[np.ndarray]:
+    """Decoded batches in order, ``depth`` batches decoded ahead on ``workers`` threads."""
+    starts = range(0, len(jpegs), batch_size)
+    if workers <= 0:
+        for s in starts:
+            yield decode_batch(jpegs[s:s + batch_size], size)
+        return
+    depth = depth or workers + 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        it = iter(starts)
+        for s in it:
+            pending.append(pool.submit(decode_batch, jpegs[s:s + batch_size], size))
+            if len(pending) >= depth:
+                break
+        while pending:
+            batch = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(decode_batch, jpegs[nxt:nxt + batch_size], size))
             yield batch
-            batch = []
-    if batch:
-        yield batch
+
+
+class Runner:
+    """Moves ``net`` to ``device`` once (channels_last on CUDA) and runs uint8 NHWC
+    batches through it under the chosen precision."""
+
+    def __init__(self, net: FeatureNet, device: torch.device | None = None,
+                 precision: str = "auto"):
+        self.device = device or torch.device("cpu")
+        self.amp = autocast_dtype(self.device, precision)
+        net = net.eval().to(self.device)
+        if self.device.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> dict[str, torch.Tensor]:
+        x = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.amp is not None:
+            with torch.autocast(self.device.type, dtype=self.amp):
+                return self.net(x)
+        return self.net(x)
 
 
 def extract_video(
     net: FeatureNet, video_id: str, crops: pa.Table, keyframes: pa.Table,
-    batch_size: int = 32, device: torch.device | None = None,
+    batch_size: int = 32, device: torch.device | None = None, precision: str = "auto",
+    dtype: str = "float32", workers: int = 2,
 ) -> pa.Table:
     """Features of the keyframes of one video (all layers of ``net``)."""
-    device = device or torch.device("cpu")
-    net = net.to(device).eval()
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
+    np_dtype, pa_dtype = DTYPES[dtype]
+    runner = Runner(net, device, precision)
     kept = keyframes.filter(keyframes.column("keep"))
     keep_frames = set(kept.column("frame").to_pylist())
     frames = crops.column("frame").to_pylist()
     rows = [i for i, f in enumerate(frames) if f in keep_frames]
     size = net.spec.input_size
-    dims = feature_dims(net.cpu(), size)
-    net = net.to(device)
+    jpeg_col = crops.column("jpeg")
+    jpegs = [jpeg_col[i].as_py() for i in rows]
     out: dict[str, list[np.ndarray]] = {name: [] for name in net.layers}
 
-    def images() -> Iterator[np.ndarray]:
-        jpeg = crops.column("jpeg")
-        for i in rows:
-            img = decode_jpeg(jpeg[i].as_py())
-            if img.shape[0] != size or img.shape[1] != size:
-                import cv2
-                img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-            yield img
+    def collect(done):
+        host, event = done
+        if event is not None:
+            event.synchronize()
+        for name, t in host.items():
+            out[name].append(t.numpy().astype(np_dtype, copy=False))
 
-    with torch.inference_mode():
-        for batch in _batches(images(), batch_size):
-            x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
-            x = x.to(device)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    feats = net(x)
-            else:
-                feats = net(x)
+    pending = None
+    for batch in prefetch_batches(jpegs, size, batch_size, workers):
+        feats = runner(batch)
+        if runner.device.type == "cuda":
+            # copy back without blocking; the next batch is launched before we wait on it
+            host = {}
             for name, t in feats.items():
-                out[name].append(t.float().cpu().numpy())
+                t = t.to(torch.float16 if dtype == "float16" else torch.float32)
+                host[name] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                host[name].copy_(t, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            done = (host, event)
+        else:
+            done = ({k: v.to(torch.float32) for k, v in feats.items()}, None)
+        if pending is not None:
+            collect(pending)
+        pending = done
+    if pending is not None:
+        collect(pending)
+    dims = ({k: v[0].shape[1] for k, v in out.items()} if rows
+            else feature_dims(runner.net, size))
+    ts = crops.column("timestamp")
     columns = {
         "video_id": pa.array([video_id] * len(rows), pa.string()),
         "frame": pa.array([frames[i] for i in rows], pa.int32()),
-        "timestamp": pa.array(
-            [crops.column("timestamp")[i].as_py() for i in rows], pa.float64()),
+        "timestamp": pa.array([ts[i].as_py() for i in rows], pa.float64()),
     }
     for name in net.layers:
         d = dims[name]
-        arr = (np.concatenate(out[name]) if out[name] else np.zeros((0, d), np.float32))
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        columns[f"f_{name}"] = pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel()), d)
+        arr = np.concatenate(out[name]) if out[name] else np.zeros((0, d), np_dtype)
+        arr = np.ascontiguousarray(arr, dtype=np_dtype)
+        columns[f"f_{name}"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(arr.ravel(), type=pa_dtype), d)
     return pa.table(columns)
 
 
@@ -110,7 +202,8 @@ def gather_layer(
     """Write the gathered table of one layer, one row group per video.
 
     ``per_video`` maps video_id to its per-video Parquet; only the
-    ``f_<layer>`` column is read from each.  Returns the number of rows.
+    ``f_<layer>`` column is read from each (its float32 or float16 values are kept).
+    Returns the number of rows.
     """
     col = f"f_{layer}"
     writer = None
@@ -129,12 +222,17 @@ def gather_layer(
                 "y": pa.array([int(row["label"] == positive_label)] * m, pa.int8()),
                 "frame": t.column("frame"),
                 "timestamp": t.column("timestamp"),
-                "features": t.column(col).cast(pa.list_(pa.float32(), d)),
+                "features": t.column(col).cast(
+                    pa.list_(t.schema.field(col).type.value_type, d)),
             })
             if schema is None:
                 schema = table.schema.with_metadata(
                     {**metadata, b"neopain.feature_dim": str(d).encode()})
-                writer = pq.ParquetWriter(str(writer_path), schema, compression="zstd")
+                writer = pq.ParquetWriter(
+                    str(writer_path), schema, compression="zstd",
+                    use_dictionary=["video_id", "subject_id", "label"],
+                    write_statistics=["video_id", "subject_id", "label", "y", "frame",
+                                      "timestamp"])
             elif table.schema.field("features").type != schema.field("features").type:
                 raise ValueError(f"{per_video[vid]}: feature size differs from other videos")
             if m:  # one row group per video that has keyframes

@@ -34,13 +34,21 @@ defaults (every instance used, ``k`` = 10 neighbours, equal neighbour influence)
   tie the scan is replayed exactly for that instance and class, so the result
   is deterministic and equal to Weka's.
 
-Distances are computed exactly (``scipy.spatial.distance.cdist`` cityblock adds
-the attribute differences in attribute order, as Weka does): as one symmetric
-matrix when it fits in ~256 MB, else in blocks of rows, optionally in threads.
-The score accumulation runs over tiles of rows x columns, so memory stays
-bounded for very wide matrices, and its order does not depend on the block
-sizes: chunked and unchunked runs give identical scores. The cost is dominated
-by the ``n^2 p / 2`` attribute differences of the distances.
+Distances are computed exactly: every engine adds a pair's attribute
+differences in attribute order, as Weka (and scipy's cityblock ``cdist``)
+does, so all engines, row blocks and attribute blocks give bit-identical
+distances and hence the same neighbours, ties included. Engines (``backend``):
+``numba`` (default on CPU; compiled tiles with the vector lanes over pairs,
+never over attributes, so no fast-math reassociation), ``torch`` (one
+attribute at a time on the whole block of pairs; CUDA when present, chosen by
+``auto``), ``scipy`` (``cdist``; the fallback without numba). The whole
+symmetric n x n matrix is built when it fits in ~256 MB (half the work), else
+blocks of rows. Attributes are normalised to float64 in blocks of ~64 MB from
+the input (float32 input is never copied whole), for the distances and again
+for the score accumulation (compiled, per attribute, rows in index order), so
+memory is bounded by the input + the distance matrix + one block even for
+VGG conv5's 147,968 columns, and the scores do not depend on block sizes or
+threads. The cost is dominated by the ``n^2 p / 2`` attribute differences.
 
 ``SymmetricUncertainty`` -- ``weka.attributeSelection.SymmetricalUncertAttributeEval``:
 each numeric column is discretised like Weka's supervised ``Discretize`` filter
@@ -59,14 +67,20 @@ tied candidate cuts resolve as they do in Weka. The bins are the intervals of
 sorted values between accepted cuts (Weka bins by ``value <= cut``; the two only
 differ if a midpoint rounds onto one of its two neighbouring doubles).
 
+``Prefiltered`` -- an optional one-way ANOVA F prefilter (``f_classif``) before
+either ranker, for very wide layers; not the paper's method (documented there).
+mRMR is not implemented.
+
 ``SELECTORS`` maps the workflow's selector names to the classes;
-``make_selector(name, k, **params)`` builds one.
+``make_selector(name, k, prefilter=None, **params)`` builds one;
+``rank_folds_array`` ranks per fold on the training subjects only.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 
@@ -89,7 +103,8 @@ try:  # scikit-learn >= 1.6
 except ImportError:  # pragma: no cover - older scikit-learn
     _validate_data = None
 
-__all__ = ["ReliefF", "SymmetricUncertainty", "SELECTORS", "make_selector"]
+__all__ = ["ReliefF", "SymmetricUncertainty", "Prefiltered", "SELECTORS", "make_selector",
+           "rank_folds", "rank_folds_array"]
 
 #: Weka's ``Utils.SMALL``: two doubles closer than this are "equal".
 WEKA_EPS = 1e-6
@@ -126,15 +141,24 @@ class _RankingSelector(SelectorMixin, BaseEstimator):
 
     def _check_input(self, X, y):
         if _validate_data is not None:
-            X, y = _validate_data(self, X, y, dtype=np.float64,
+            X, y = _validate_data(self, X, y, dtype=[np.float64, np.float32],
                                   ensure_all_finite=False)
         else:  # pragma: no cover - older scikit-learn
-            X, y = self._validate_data(X, y, dtype=np.float64, force_all_finite=False)
-        bad = ~np.isfinite(X)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
+            X, y = self._validate_data(X, y, dtype=[np.float64, np.float32],
+                                       force_all_finite=False)
+        # checked in column blocks: no X-sized temporary for very wide inputs
+        step = max(1, 2**24 // max(1, X.shape[0]))
+        n_bad, first = 0, None
+        for c0 in range(0, X.shape[1], step):
+            bad = ~np.isfinite(X[:, c0:c0 + step])
+            if bad.any():
+                n_bad += int(bad.sum())
+                r, c = np.argwhere(bad)[0]
+                first = min(first or (r, c + c0), (int(r), int(c) + c0))
+        if n_bad:
+            r, c = first
             raise ValueError(
-                f"{type(self).__name__} needs finite input: X holds {int(bad.sum())} "
+                f"{type(self).__name__} needs finite input: X holds {n_bad} "
                 f"NaN/inf value(s), the first at row {r}, column {c}")
         check_classification_targets(y)
         return X, y
@@ -180,26 +204,37 @@ class ReliefF(_RankingSelector):
     n_neighbors : int, default 10
         Nearest hits and nearest misses (per other class) of each instance.
     chunk_size : int or None
-        Rows per block of distances (and at most 512 rows per accumulation
-        tile). None: the whole symmetric distance matrix when it fits in
-        ~256 MB (half the work), else blocks of rows of ~85 MB.
+        Rows per block of distances. None: the whole symmetric distance matrix
+        when it fits in ~256 MB (half the work), else blocks of rows of ~85 MB.
     column_chunk_size : int or None
-        Columns per accumulation tile; None: tiles of ~2 MB.
+        Attributes normalised and processed together (distances and score
+        accumulation); None: blocks of ~64 MB. Bounds the memory for very wide
+        inputs (VGG conv5: 147,968 columns).
     n_jobs : int or None
-        Threads for the distance computation (None: 1, -1: all CPUs).
+        CPU threads (None: 1, -1: all CPUs). Threads never change the scores.
+    backend : {"auto", "numba", "torch", "scipy"}
+        Distance engine; all give bit-identical distances (attribute
+        differences added in attribute order, as Weka does). "auto": torch on
+        CUDA when a GPU is present, else numba when installed, else scipy.
+        "torch" runs on ``device`` ("cuda" when available, else CPU: slow).
+    device : str or None
+        torch device for ``backend="torch"`` (None: cuda if available).
 
     Attributes
     ----------
-    scores_, ranking_, classes_, n_features_in_ (and feature_names_in_).
+    scores_, ranking_, classes_, n_features_in_ (and feature_names_in_),
+    backend_ (the engine used).
     """
 
     def __init__(self, n_features_to_select=15, n_neighbors=10, chunk_size=None,
-                 column_chunk_size=None, n_jobs=None):
+                 column_chunk_size=None, n_jobs=None, backend="auto", device=None):
         self.n_features_to_select = n_features_to_select
         self.n_neighbors = n_neighbors
         self.chunk_size = chunk_size
         self.column_chunk_size = column_chunk_size
         self.n_jobs = n_jobs
+        self.backend = backend
+        self.device = device
 
     def _score(self, X, codes, n_classes):
         k = self.n_neighbors
@@ -207,21 +242,80 @@ class ReliefF(_RankingSelector):
             raise ValueError(f"ReliefF: n_neighbors must be a positive integer, got {k!r}")
         _positive_or_none(self.chunk_size, "chunk_size")
         _positive_or_none(self.column_chunk_size, "column_chunk_size")
+        backend = resolve_backend(self.backend, self.device)
+        self.backend_ = backend
         return relieff_scores(X, codes, int(k), chunk_size=self.chunk_size,
                               column_chunk_size=self.column_chunk_size,
-                              n_jobs=_n_threads(self.n_jobs))
+                              n_jobs=_n_threads(self.n_jobs), backend=backend,
+                              device=self.device)
+
+
+BACKENDS = ("auto", "numba", "torch", "scipy")
+
+
+def _have_numba() -> bool:
+    try:
+        import numba  # noqa: F401
+    except Exception:  # pragma: no cover - numba missing or broken
+        return False
+    return True
+
+
+def _cuda_available() -> bool:
+    # importing torch costs seconds and ~0.5 GB: only where a GPU can exist
+    if "torch" not in sys.modules and not os.path.exists("/dev/nvidiactl"):
+        return False
+    try:
+        import torch
+    except Exception:  # pragma: no cover
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_backend(backend="auto", device=None) -> str:
+    """The ReliefF distance engine that ``backend`` means on this machine."""
+    if backend not in BACKENDS:
+        raise ValueError(f"ReliefF: backend must be one of {', '.join(BACKENDS)}, "
+                         f"got {backend!r}")
+    if backend == "auto":
+        if (device is None or str(device).startswith("cuda")) and _cuda_available():
+            return "torch"
+        return "numba" if _have_numba() else "scipy"
+    if backend == "numba" and not _have_numba():
+        raise ValueError("ReliefF: backend='numba' needs the numba package "
+                         "(pip install numba); use backend='scipy' or 'auto'")
+    return backend
+
+
+def _weka_norm_params(X, col_block):
+    """Per-column minimum and range (float64) and Weka's "flat column" flags."""
+    p = X.shape[1]
+    lo = np.empty(p)
+    span = np.empty(p)
+    for c0 in range(0, p, col_block):
+        cs = slice(c0, min(p, c0 + col_block))
+        lo[cs] = X[:, cs].min(axis=0)
+        span[cs] = X[:, cs].max(axis=0).astype(np.float64) - lo[cs]
+    return lo, span, span < WEKA_EPS
+
+
+def _weka_normalise_T(X, cs, lo, span, flat):
+    """Weka's ``norm`` of the columns ``cs`` of X, attribute-major (q x n, float64).
+
+    ``(x - min_a) / (max_a - min_a)`` in float64, 0 for a column of range < 1e-6.
+    """
+    Xt = np.array(X[:, cs].T, dtype=np.float64, order="C")
+    Xt -= lo[cs, None]
+    Xt /= np.where(flat[cs], 1.0, span[cs])[:, None]
+    if flat[cs].any():
+        Xt[flat[cs]] = 0.0
+    return Xt
 
 
 def _weka_normalise(X):
     """Weka's ``norm``: min-max scaling per column, 0 for a column of range < 1e-6."""
-    lo = X.min(axis=0)
-    span = X.max(axis=0) - lo
-    flat = span < WEKA_EPS
-    Xn = X - lo
-    Xn /= np.where(flat, 1.0, span)
-    if flat.any():
-        Xn[:, flat] = 0.0
-    return Xn
+    lo, span, flat = _weka_norm_params(X, max(1, X.shape[1]))
+    return np.ascontiguousarray(_weka_normalise_T(X, slice(None), lo, span, flat).T)
 
 
 def _l1(A, B, n_threads):
@@ -237,6 +331,112 @@ def _l1(A, B, n_threads):
     with ThreadPoolExecutor(n_threads) as pool:
         list(pool.map(work, range(n_threads)))
     return out
+
+
+class _Distances:
+    """Exact Weka/cityblock distances of blocks of rows, from attribute blocks.
+
+    Every engine adds the attribute differences of a pair in attribute order,
+    so the distances are bit-identical across engines, row blocks and
+    attribute blocks (scipy's cdist works on all attributes at once).
+    """
+
+    def __init__(self, X, norm, backend, n_threads, col_block, device):
+        self.X, self.norm, self.backend = X, norm, backend
+        self.n_threads, self.col_block = n_threads, col_block
+        self.n, self.p = X.shape
+        self.device = device
+
+    def _blocks(self):
+        for c0 in range(0, self.p, self.col_block):
+            cs = slice(c0, min(self.p, c0 + self.col_block))
+            yield _weka_normalise_T(self.X, cs, *self.norm)
+
+    def full(self):
+        """The whole symmetric n x n matrix."""
+        n = self.n
+        if self.backend == "scipy":
+            Xn = np.ascontiguousarray(
+                _weka_normalise_T(self.X, slice(None), *self.norm).T)
+            full = np.empty((n, n))
+            tile = 512
+            pairs = [(a, b) for a in range(0, n, tile) for b in range(a, n, tile)]
+
+            def work(ab):
+                a, b = ab
+                block = cdist(Xn[a:a + tile], Xn[b:b + tile], "cityblock")
+                full[a:a + tile, b:b + tile] = block
+                full[b:b + tile, a:a + tile] = block.T
+
+            if self.n_threads == 1:
+                for ab in pairs:
+                    work(ab)
+            else:
+                with ThreadPoolExecutor(self.n_threads) as pool:
+                    list(pool.map(work, pairs))
+            return full
+        if self.backend == "torch":
+            return self._torch(0, n)
+        from . import _kernels
+
+        D = np.zeros((n, n))
+        with _numba_threads(self.n_threads):
+            for XT in self._blocks():
+                _kernels.l1_accumulate(XT, 0, n, D, True)
+            _kernels.mirror_upper(D)
+        return D
+
+    def rows(self, r0, r1):
+        """Distances of rows ``r0:r1`` to every row ((r1 - r0) x n)."""
+        if self.backend == "scipy":
+            Xn = self._scipy_Xn()
+            return _l1(Xn[r0:r1], Xn, self.n_threads)
+        if self.backend == "torch":
+            return self._torch(r0, r1)
+        from . import _kernels
+
+        D = np.zeros((r1 - r0, self.n))
+        with _numba_threads(self.n_threads):
+            for XT in self._blocks():
+                _kernels.l1_accumulate(XT, r0, r1, D, False)
+        return D
+
+    def _scipy_Xn(self):
+        if getattr(self, "_Xn", None) is None:
+            self._Xn = np.ascontiguousarray(
+                _weka_normalise_T(self.X, slice(None), *self.norm).T)
+        return self._Xn
+
+    def _torch(self, r0, r1):
+        import torch
+
+        dev = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        D = torch.zeros((r1 - r0, self.n), dtype=torch.float64, device=dev)
+        for XT in self._blocks():
+            T = torch.from_numpy(XT).to(dev)
+            for a in range(T.shape[0]):  # one attribute at a time: Weka's order
+                col = T[a]
+                D += (col[r0:r1, None] - col[None, :]).abs_()
+            del T
+        return D.cpu().numpy()
+
+
+class _numba_threads:
+    """Run numba's parallel loops on ``n`` threads, restoring the setting after."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        import numba
+
+        self.old = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self.old)
 
 
 def _weka_scan(dist, k):
@@ -261,7 +461,7 @@ def _weka_scan(dist, k):
     return np.asarray(slot_i, dtype=np.intp)
 
 
-def _neighbours(Xn, codes, n_classes, k, chunk, n_threads, use_full):
+def _neighbours(dist, codes, n_classes, k, chunk, use_full):
     """Nearest hits/misses of every row and the weight of each class group.
 
     Returns ``(nb, wc)``: ``nb[i, c*k:(c+1)*k]`` are the neighbours of row ``i``
@@ -270,7 +470,7 @@ def _neighbours(Xn, codes, n_classes, k, chunk, n_threads, use_full):
     ``-1/k_hit`` for the own class, ``w_c/k_c`` for another class, 0 when the
     class offers no neighbour.
     """
-    n = Xn.shape[0]
+    n = codes.size
     counts = np.bincount(codes, minlength=n_classes)
     prior = counts / n
     members = [np.flatnonzero(codes == c) for c in range(n_classes)]
@@ -279,28 +479,11 @@ def _neighbours(Xn, codes, n_classes, k, chunk, n_threads, use_full):
 
     # Distances: the whole symmetric matrix when it fits the budget (half the work),
     # else blocks of rows. Both give bit-identical distances.
-    full = None
-    if use_full:
-        full = np.empty((n, n))
-        tile = 512
-        pairs = [(a, b) for a in range(0, n, tile) for b in range(a, n, tile)]
-
-        def work(ab):
-            a, b = ab
-            block = cdist(Xn[a:a + tile], Xn[b:b + tile], "cityblock")
-            full[a:a + tile, b:b + tile] = block
-            full[b:b + tile, a:a + tile] = block.T
-
-        if n_threads == 1:
-            for ab in pairs:
-                work(ab)
-        else:
-            with ThreadPoolExecutor(n_threads) as pool:
-                list(pool.map(work, pairs))
+    full = dist.full() if use_full else None
 
     for r0 in range(0, n, chunk):
         rows = np.arange(r0, min(n, r0 + chunk))
-        D = full[r0:r0 + rows.size] if full is not None else _l1(Xn[rows], Xn, n_threads)
+        D = full[r0:r0 + rows.size] if full is not None else dist.rows(r0, r0 + rows.size)
         D[np.arange(rows.size), rows] = np.inf  # an instance is not its own neighbour
         own = codes[rows]
         for c in range(n_classes):
@@ -335,53 +518,74 @@ def _neighbours(Xn, codes, n_classes, k, chunk, n_threads, use_full):
     return nb, wc
 
 
-def relieff_scores(X, codes, k=10, *, chunk_size=None, column_chunk_size=None,
-                   n_jobs=1):
-    """ReliefF scores of the columns of ``X`` (float64, finite) for class codes 0..C-1.
+def _accumulate_numpy(XT, nb, wc, k, acc, rows_per):
+    """numpy twin of ``_kernels.relieff_accumulate`` (same order, same result)."""
+    q, n = XT.shape
+    n_classes = wc.shape[1]
+    acc = acc.copy()
+    for r0 in range(0, n, rows_per):
+        rs = slice(r0, min(n, r0 + rows_per))
+        base = XT[:, rs]
+        contrib = np.zeros((base.shape[1] + 1, q))
+        part = contrib[1:]
+        group = np.empty((base.shape[1], q))
+        for c in range(n_classes):
+            wcol = wc[rs, c]
+            if not wcol.any():
+                continue
+            group.fill(0.0)
+            for j in range(c * k, (c + 1) * k):
+                diff = XT[:, nb[rs, j]].T
+                np.subtract(base.T, diff, out=diff)
+                np.abs(diff, out=diff)
+                group += diff
+            group *= wcol[:, None]
+            part += group
+        contrib[0] = acc
+        acc = np.cumsum(contrib, axis=0)[-1]
+    return acc
 
-    See the module docstring for the exact semantics.
+
+def relieff_scores(X, codes, k=10, *, chunk_size=None, column_chunk_size=None,
+                   n_jobs=1, backend="auto", device=None):
+    """ReliefF scores of the columns of ``X`` (finite floats) for class codes 0..C-1.
+
+    ``X`` may be float32 (never copied whole: attributes are normalised to
+    float64 block by block). See the module docstring for the semantics.
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
     codes = np.asarray(codes, dtype=np.intp)
+    backend = resolve_backend(backend, device)
     n, p = X.shape
     n_classes = int(codes.max()) + 1
     # a block of distance rows is copied about three times while neighbours are picked
     chunk = min(n, chunk_size or max(1, BLOCK_BYTES // (8 * 3 * n)))
     use_full = chunk_size is None and n * n * 8 <= BLOCK_BYTES
-    Xn = _weka_normalise(X)
-    nb, wc = _neighbours(Xn, codes, n_classes, k, chunk, n_jobs, use_full)
+    col_block = column_chunk_size or max(1, (BLOCK_BYTES // 4) // (8 * n))
+    norm = _weka_norm_params(X, col_block)
+    dist = _Distances(X, norm, backend, n_jobs, col_block, device)
+    nb, wc = _neighbours(dist, codes, n_classes, k, chunk, use_full)
 
-    # Accumulate sum_i sum_c wc[i, c] * sum_{j in class c} |Xn[i] - Xn[nb_ij]| over
-    # cache-sized tiles of rows x columns. Within a row the terms are added slot by
-    # slot, rows are added in index order (cumsum), so the result does not depend
-    # on the tile sizes.
-    rows_per = min(chunk, 512)
-    cols = column_chunk_size or max(1, 2**18 // rows_per)
+    # Accumulate sum_i sum_c wc[i, c] * sum_{j in class c} |Xn[i] - Xn[nb_ij]| per
+    # attribute: rows in index order, classes, slots; the order does not depend on
+    # the block sizes, so chunked and unchunked runs give identical scores.
     total = np.zeros(p)
-    for c0 in range(0, p, cols):
-        cs = slice(c0, min(p, c0 + cols))
-        acc = total[cs].copy()
-        for r0 in range(0, n, rows_per):
-            rs = slice(r0, min(n, r0 + rows_per))
-            base = Xn[rs, cs]
-            contrib = np.zeros((base.shape[0] + 1, base.shape[1]))
-            part = contrib[1:]
-            group = np.empty_like(base)
-            for c in range(n_classes):
-                wcol = wc[rs, c]
-                if not wcol.any():
-                    continue
-                group.fill(0.0)
-                for j in range(c * k, (c + 1) * k):
-                    diff = Xn[nb[rs, j], cs]
-                    np.subtract(base, diff, out=diff)
-                    np.abs(diff, out=diff)
-                    group += diff
-                group *= wcol[:, None]
-                part += group
-            contrib[0] = acc
-            acc = np.cumsum(contrib, axis=0)[-1]
-        total[cs] = acc
+    compiled = backend != "scipy" and _have_numba()
+    if compiled:
+        from . import _kernels
+    for c0 in range(0, p, col_block):
+        cs = slice(c0, min(p, c0 + col_block))
+        XT = _weka_normalise_T(X, cs, *norm)
+        if compiled:
+            out = np.zeros(XT.shape[0])
+            with _numba_threads(n_jobs):
+                _kernels.relieff_accumulate(XT, nb, wc, k, out)
+            total[cs] = out
+        else:
+            total[cs] = _accumulate_numpy(XT, nb, wc, k, np.zeros(XT.shape[0]),
+                                          max(1, min(512, 2**18 // max(1, XT.shape[0]))))
     return total * (1.0 / n)
 
 
@@ -532,7 +736,9 @@ def su_scores(X, codes, *, column_chunk_size=None):
 
     Returns ``(scores, n_bins)``. See the module docstring for the semantics.
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
     codes = np.asarray(codes, dtype=np.intp)
     n, p = X.shape
     n_classes = int(codes.max()) + 1
@@ -545,7 +751,7 @@ def su_scores(X, codes, *, column_chunk_size=None):
     scores = np.zeros(p)
     n_bins = np.ones(p, dtype=np.intp)
     for b0 in range(0, p, block):
-        Xt = np.ascontiguousarray(X[:, b0:b0 + block].T)
+        Xt = np.array(X[:, b0:b0 + block].T, dtype=np.float64, order="C")
         q = Xt.shape[0]
         cum, cut_col, cut_at = _mdl_block(Xt, codes, n_classes, lnf)
         if not cut_col.size:
@@ -575,20 +781,74 @@ def su_scores(X, codes, *, column_chunk_size=None):
 
 
 # ----------------------------------------------------------------------------
+# cheap prefilter
+# ----------------------------------------------------------------------------
+class Prefiltered(_RankingSelector):
+    """An ANOVA-F prefilter before a (costly) ranker, for very wide layers.
+
+    ``fit`` keeps the ``n_prefilter`` columns of largest one-way ANOVA F
+    statistic (``sklearn.feature_selection.f_classif``; ties: lower index), in
+    their original order, and ranks them with a clone of ``selector``. Columns
+    the prefilter dropped get the score NaN and rank after the kept ones (by
+    index). Not part of the paper's method: it changes which features can be
+    chosen (ReliefF/SU scores of kept columns are those of the reduced table,
+    for ReliefF the distances use the kept columns only). Documented as a
+    speed option; the default pipeline does not prefilter.
+    """
+
+    def __init__(self, selector=None, n_prefilter=1000, n_features_to_select=15):
+        self.selector = selector
+        self.n_prefilter = n_prefilter
+        self.n_features_to_select = n_features_to_select
+
+    def _score(self, X, codes, n_classes):
+        from sklearn.base import clone
+        from sklearn.feature_selection import f_classif
+
+        if not isinstance(self.n_prefilter, Integral) or self.n_prefilter < 1:
+            raise ValueError(f"n_prefilter must be a positive integer, got "
+                             f"{self.n_prefilter!r}")
+        inner = clone(self.selector if self.selector is not None else ReliefF())
+        p = X.shape[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            F = np.nan_to_num(f_classif(X, codes)[0], nan=0.0, posinf=np.finfo(float).max)
+        keep = np.sort(np.argsort(-F, kind="stable")[:min(self.n_prefilter, p)])
+        inner.set_params(n_features_to_select=min(self.n_features_to_select, keep.size))
+        inner.fit(X[:, keep], codes)
+        self.selector_ = inner
+        self.prefilter_support_ = keep
+        self.f_scores_ = F
+        scores = np.full(p, np.nan)
+        scores[keep] = inner.scores_
+        return scores
+
+
+# ----------------------------------------------------------------------------
 # registry
 # ----------------------------------------------------------------------------
 SELECTORS = {"relieff": ReliefF, "su": SymmetricUncertainty}
+PREFILTERS = ("none", "anova")
 
 
-def make_selector(name: str, k: int, **params):
-    """The selector registered as ``name`` keeping ``k`` features, with ``params``."""
+def make_selector(name: str, k: int, prefilter: dict | None = None, **params):
+    """The selector registered as ``name`` keeping ``k`` features, with ``params``.
+
+    ``prefilter={"method": "anova", "n_features": N}`` wraps it in
+    :class:`Prefiltered` (``{"method": "none"}`` or None: no prefilter).
+    """
     try:
         cls = SELECTORS[name]
     except (KeyError, TypeError):
         raise ValueError(
             f"unknown selector {name!r}; known selectors: {', '.join(sorted(SELECTORS))}"
         ) from None
-    return cls(n_features_to_select=k, **params)
+    sel = cls(n_features_to_select=k, **params)
+    method = (prefilter or {}).get("method", "none")
+    if method not in PREFILTERS:
+        raise ValueError(f"unknown prefilter {method!r}; known: {', '.join(PREFILTERS)}")
+    if method == "anova":
+        return Prefiltered(sel, int(prefilter.get("n_features", 1000)), k)
+    return sel
 
 
 # ----------------------------------------------------------------------------
@@ -601,12 +861,16 @@ RANK_SCHEMA = pa.schema(
 )
 
 
-def rank_folds(table: pa.Table, split: pd.DataFrame, selector: str, params: dict,
-               max_k: int) -> pa.Table:
-    """Top-``max_k`` features of each fold, the selector fitted on training rows only."""
-    X = feature_matrix(table)
-    subjects = np.asarray(table.column("subject_id").to_pylist(), dtype=object)
-    y = np.asarray(table.column("y").to_pylist(), dtype=np.int8)
+def rank_folds_array(X: np.ndarray, subjects: np.ndarray, y: np.ndarray,
+                     split: pd.DataFrame, selector: str, params: dict, max_k: int,
+                     prefilter: dict | None = None) -> pa.Table:
+    """Top-``max_k`` features of each fold, the selector fitted on training rows only.
+
+    Test rows are never passed to the selector (its scaling ranges, neighbours
+    and discretisation come from training subjects alone).
+    """
+    subjects = np.asarray(subjects, dtype=object)
+    y = np.asarray(y)
     rows = []
     protocol = split["protocol"].iloc[0]
     for fold in sorted(split["fold"].unique()):
@@ -617,10 +881,19 @@ def rank_folds(table: pa.Table, split: pd.DataFrame, selector: str, params: dict
                         "selector not fitted, fold skipped", protocol, fold, tr.sum(),
                         len(np.unique(y[tr])))
             continue
-        sel = make_selector(selector, max_k, **params).fit(X[tr], y[tr])
+        sel = make_selector(selector, max_k, prefilter=prefilter, **params).fit(X[tr], y[tr])
         top = sel.ranking_[:max_k]
         for r, f in enumerate(top):
             rows.append((protocol, int(fold), selector, r, int(f), float(sel.scores_[f]),
                          int(tr.sum())))
     df = pd.DataFrame(rows, columns=RANK_SCHEMA.names)
     return pa.Table.from_pandas(df, RANK_SCHEMA, preserve_index=False)
+
+
+def rank_folds(table: pa.Table, split: pd.DataFrame, selector: str, params: dict,
+               max_k: int, prefilter: dict | None = None) -> pa.Table:
+    """:func:`rank_folds_array` on a gathered feature table."""
+    X = feature_matrix(table)
+    subjects = np.asarray(table.column("subject_id").to_pylist(), dtype=object)
+    y = np.asarray(table.column("y").to_pylist(), dtype=np.int8)
+    return rank_folds_array(X, subjects, y, split, selector, params, max_k, prefilter)

@@ -9,6 +9,8 @@ rule classify:
     params:
         k=config["select"]["k"],
         classifiers=config["classify"]["classifiers"],
+        preset=config["classify"].get("preset", "paper"),
+        search=config["classify"].get("search", {"enabled": False}),
         seed=config.get("seed", 0),
     threads: 1
     log:

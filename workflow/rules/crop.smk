@@ -19,3 +19,26 @@ rule crop:
         "../../envs/core.yaml"
     script:
         "../../scripts/crop.py"
+
+
+rule qc_montage:
+    """PNG montage of sampled aligned crops with landmarks (faces only if report.show_faces)."""
+    input:
+        crops="results/crops/{video}.parquet",
+        track="results/tracks/{video}.parquet",
+        qc="results/tracks/{video}.qc.json",
+    output:
+        report(
+            "results/qc/{video}.montage.png",
+            caption="../report/montage.rst",
+            category="Tracking QC",
+        ),
+    params:
+        report=stage("report"),
+        crop_size=config.get("crop", {}).get("size", 224),
+    log:
+        "logs/qc_montage/{video}.log",
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/qc_montage.py"

@@ -1,5 +1,9 @@
+ROC_TARGETS = [(b, layer, p) for b, layer in LAYER_TARGETS for p in PROTOCOLS]
+
+
 rule evaluate:
-    """Frame- and video-level metrics of every configuration; the paper's Table 5."""
+    """Frame- and video-level metrics with subject-bootstrap CIs; Tables 5 and 6, DeLong
+    tests (best ReliefF vs best SU configuration) and ROC curves of the Table 5 choices."""
     input:
         [
             f"results/scores/{b}/{layer}/{p}/{s}.parquet"
@@ -11,9 +15,27 @@ rule evaluate:
         metrics="results/evaluation/metrics.parquet",
         table5=report("results/evaluation/table5.md", category="Results"),
         table5_parquet="results/evaluation/table5.parquet",
+        table6=report("results/evaluation/table6.md", category="Results"),
+        table6_parquet="results/evaluation/table6.parquet",
+        delong=report("results/evaluation/delong.md", category="Results"),
+        delong_parquet="results/evaluation/delong.parquet",
         metrics_md="results/evaluation/metrics.md",
+        roc=[
+            report(
+                f"results/evaluation/roc/{b}/{layer}/{p}.png",
+                category="ROC curves",
+                subcategory=f"{b} {layer}",
+                labels={"backbone": b, "layer": layer, "protocol": p},
+            )
+            for b, layer, p in ROC_TARGETS
+        ],
     params:
         aggregation=config.get("evaluate", {}).get("video_aggregation", "mean"),
+        quantile=config.get("evaluate", {}).get("quantile", 0.9),
+        n_boot=config.get("evaluate", {}).get("n_boot", 1000),
+        ci_level=config.get("evaluate", {}).get("ci_level", 0.95),
+        seed=config.get("seed", 0),
+        roc_targets=ROC_TARGETS,
     log:
         "logs/evaluate.log",
     conda:

@@ -8,9 +8,13 @@ rule extract:
     params:
         video=video_params,
         layers=lambda wc: BACKBONES[wc.backbone]["layers"],
+        backbone_cfg=lambda wc: {k: v for k, v in BACKBONES[wc.backbone].items() if k != "layers"},
         weights_dir=config["extract"].get("weights_dir", "resources/weights"),
         device=config["extract"].get("device", "auto"),
         batch_size=config["extract"].get("batch_size", 32),
+        precision=config["extract"].get("precision", "auto"),
+        dtype=config["extract"].get("dtype", "float32"),
+        workers=config["extract"].get("workers", 2),
     threads: 2
     log:
         "logs/extract/{backbone}/{video}.log",

@@ -8,6 +8,7 @@ rule select:
     params:
         selector=lambda wc: SELECTORS[wc.selector],
         max_k=max(config["select"]["k"]),
+        prefilter=config["select"].get("prefilter", {"method": "none"}),
     threads: 2
     log:
         "logs/select/{backbone}/{layer}/{protocol}/{selector}.log",

@@ -1,5 +1,5 @@
 rule track:
-    """Detect the face in every frame (streamed) and keep one subject across frames."""
+    """Find the face at any in-plane rotation (streamed) and keep one subject across frames."""
     input:
         video_source,
     output:
@@ -22,9 +22,10 @@ rule track:
 
 
 rule qc_summary:
-    """Tracking QC of every video in one table."""
+    """Tracking QC of every video in one table (and every video's montage built)."""
     input:
-        expand("results/tracks/{video}.qc.json", video=VIDEOS),
+        qc=expand("results/tracks/{video}.qc.json", video=VIDEOS),
+        montages=expand("results/qc/{video}.montage.png", video=VIDEOS),
     output:
         "results/qc/tracking.parquet",
     log:
