@@ -8,8 +8,9 @@ def main(sm):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from neopain.evaluate import (delong_table, metrics_table, plot_roc, roc_curves_for,
-                                  table5, table6, to_markdown, with_ci_columns)
+    from neopain.evaluate import (delong_table, metrics_table, per_subject, plot_roc,
+                                  roc_curves_for, table5, table6, to_markdown,
+                                  with_ci_columns)
 
     p = sm.params
     frames, ups = [], []
@@ -24,11 +25,13 @@ def main(sm):
     metrics = metrics_table(scores, p.aggregation, p.quantile, p.n_boot, p.seed, p.ci_level)
     t5, t6 = table5(metrics), table6(metrics)
     dl = delong_table(scores, metrics, p.aggregation, p.quantile)
+    subjects = per_subject(scores, t5)
     cfg = {"video_aggregation": p.aggregation, "quantile": p.quantile, "n_boot": p.n_boot,
            "ci_level": p.ci_level, "seed": p.seed}
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
     for table, path in ((metrics, sm.output.metrics), (t5, sm.output.table5_parquet),
-                        (t6, sm.output.table6_parquet), (dl, sm.output.delong_parquet)):
+                        (t6, sm.output.table6_parquet), (dl, sm.output.delong_parquet),
+                        (subjects, sm.output.per_subject_parquet)):
         provenance.write_table(pa.Table.from_pandas(table, preserve_index=False), path, prov)
     agg = p.aggregation if p.aggregation != "quantile" else f"{p.quantile:g}-quantile"
     ci = (f"{int(round(p.ci_level * 100))}% CIs in brackets: percentile bootstrap over "
@@ -50,6 +53,11 @@ def main(sm):
                                       "configuration", ["Two-sided DeLong test of the AUC "
                                       "difference on the same pooled test rows "
                                       "(Sun & Xu 2014 algorithm)."]), sm.output.delong)
+    provenance.write_text(to_markdown(subjects, "Per-subject test results of the Table 5 "
+                                      "configurations", ["mean_score: mean frame score "
+                                      "(probability or SVM decision value); frame_accuracy: "
+                                      "share of the subject's keyframes classified "
+                                      "correctly."]), sm.output.per_subject)
     provenance.write_text(to_markdown(with_ci_columns(metrics), "All configurations", common),
                           sm.output.metrics_md)
     t5i = t5.set_index(["backbone", "layer", "protocol"])

@@ -234,3 +234,19 @@ def test_roc_figure_is_written(tmp_path):
     out = tmp_path / "roc" / "m" / "l" / "loso.png"
     plot_roc([("frame", y, s), ("video", y, -s)], out, "m l loso")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_per_subject_results_of_the_table5_choice():
+    from neopain.evaluate import per_subject
+
+    scores = _scores()
+    t5 = table5(metrics_table(scores, n_boot=0) if "n_boot" in
+                metrics_table.__code__.co_varnames else metrics_table(scores))
+    ps = per_subject(scores, t5).set_index("subject_id")
+    assert list(ps.index) == ["A", "B", "C"]
+    assert ps.loc["A", "n_frames"] == 3 and ps.loc["A", "y"] == 1
+    assert ps.loc["A", "mean_score"] == pytest.approx((0.9 + 0.2 + 0.8) / 3)
+    assert ps.loc["A", "frame_accuracy"] == pytest.approx(2 / 3)
+    assert ps.loc["B", "frame_accuracy"] == pytest.approx(1 / 2)
+    assert ps.loc["C", "frame_accuracy"] == 0.0
+    assert set(ps["configuration"]) == {"su(5) nb"}

@@ -70,6 +70,10 @@ def test_results_table_has_finite_aucs(run):
     assert set(t5["layer"]) == set(LAYERS)
     md = (work / "results/evaluation/table5.md").read_text()
     assert "Table 5" in md and "| mobilenet_v2 | penultimate | loso |" in md
+    per_subj = pq.read_table(work / "results/evaluation/per_subject.parquet").to_pandas()
+    loso_subj = per_subj[per_subj.protocol == "loso"]
+    assert loso_subj.groupby("layer")["subject_id"].nunique().eq(5).all()
+    assert loso_subj["frame_accuracy"].between(0, 1).all()
 
 
 def test_no_face_video_is_recorded_and_skipped(run):

@@ -396,6 +396,33 @@ def roc_curves_for(scores: pd.DataFrame, best_row: pd.Series, aggregation: str =
     return out
 
 
+def per_subject(scores: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """Per-subject test results of each Table 5 configuration.
+
+    One row per (backbone, layer, protocol, subject): the subject's label, how many of
+    its keyframes and videos were tested, its mean frame score and the share of its
+    frames classified correctly, so a reviewer can see which infants drive a result.
+    """
+    rows = []
+    for _, r in best.iterrows():
+        sel_name, k = r["selector"].rstrip(")").split("(")
+        part = scores[(scores.backbone == r["backbone"]) & (scores.layer == r["layer"])
+                      & (scores.protocol == r["protocol"]) & (scores.selector == sel_name)
+                      & (scores.k == int(k)) & (scores.classifier == r["classifier"])]
+        for subj, g in part.groupby("subject_id", sort=True):
+            rows.append({
+                "backbone": r["backbone"], "layer": r["layer"], "protocol": r["protocol"],
+                "configuration": f"{r['selector']} {r['classifier']}", "subject_id": subj,
+                "y": int(g["y"].iloc[0]), "n_frames": int(len(g)),
+                "n_videos": int(g["video_id"].nunique()),
+                "mean_score": float(g["score"].mean()),
+                "frame_accuracy": float((g["pred"] == g["y"]).mean()),
+            })
+    cols = ["backbone", "layer", "protocol", "configuration", "subject_id", "y", "n_frames",
+            "n_videos", "mean_score", "frame_accuracy"]
+    return pd.DataFrame(rows, columns=cols)
+
+
 def _fmt(x) -> str:
     if isinstance(x, (float, np.floating)):
         return "n/a" if np.isnan(x) else f"{x:.4f}"

@@ -17,6 +17,7 @@ autocast (bf16 where supported, else fp16; ``precision`` chooses); on CPU it run
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -159,8 +160,15 @@ def extract_video(
             out[name].append(t.numpy().astype(np_dtype, copy=False))
 
     pending = None
+    started, n_done, next_log = time.perf_counter(), 0, 0.0
     for batch in prefetch_batches(jpegs, size, batch_size, workers):
         feats = runner(batch)
+        n_done += len(batch)
+        elapsed = time.perf_counter() - started
+        if elapsed >= next_log or n_done == len(rows):  # progress for the job's log
+            log.info("%s: %d/%d keyframes in %.1f s (%.1f images/s)", video_id, n_done,
+                     len(rows), elapsed, n_done / max(elapsed, 1e-9))
+            next_log = elapsed + 10.0
         if runner.device.type == "cuda":
             # copy back without blocking; the next batch is launched before we wait on it
             host = {}

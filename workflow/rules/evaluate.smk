@@ -20,6 +20,8 @@ rule evaluate:
         delong=report("results/evaluation/delong.md", category="Results"),
         delong_parquet="results/evaluation/delong.parquet",
         metrics_md="results/evaluation/metrics.md",
+        per_subject=report("results/evaluation/per_subject.md", category="Per-subject scores"),
+        per_subject_parquet="results/evaluation/per_subject.parquet",
         roc=[
             report(
                 f"results/evaluation/roc/{b}/{layer}/{p}.png",
