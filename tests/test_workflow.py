@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from _tiny import job_counts  # noqa: E402  (tests/ helper)
 from neopain.provenance import read_provenance
 
 pytestmark = pytest.mark.slow
@@ -178,22 +179,6 @@ def test_lint_is_clean(run):
     proc = snakemake(work, "--lint", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Lints for" not in out, out[-3000:]
-
-
-def job_counts(output: str) -> dict[str, int]:
-    counts, in_stats = {}, False
-    for line in output.splitlines():
-        if line.startswith("Job stats:"):
-            in_stats = True
-            continue
-        if in_stats:
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                counts[parts[0]] = int(parts[1])
-            elif not parts and counts:
-                break
-    counts.pop("total", None)
-    return counts
 
 
 def test_adding_a_video_reruns_only_that_video_and_aggregations(run):
