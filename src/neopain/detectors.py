@@ -34,7 +34,6 @@ points by mesh-derived ones; works with any backend.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -49,6 +48,8 @@ from typing import Any, Protocol, Sequence
 
 import cv2
 import numpy as np
+
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,6 @@ class Detector(Protocol):
     def detect(self, rgb: np.ndarray) -> list[Detection]: ...
 
     def info(self) -> dict[str, Any]: ...
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_rgb(rgb: np.ndarray) -> None:

@@ -57,6 +57,8 @@ from typing import Iterator, NamedTuple
 import cv2
 import numpy as np
 
+from .provenance import sha256_file
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -235,14 +237,6 @@ def iter_frames(
     return _iter_video(path, float(fps_for_images), max_frames)
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def source_sha256(path: str | os.PathLike) -> str:
     """sha256 of a source.
 
@@ -256,9 +250,9 @@ def source_sha256(path: str | os.PathLike) -> str:
     if not path.exists():
         raise VideoError(path, "does not exist")
     if path.is_file():
-        return _sha256_file(path)
+        return sha256_file(path)
     entries = sorted(
-        (p.relative_to(path).as_posix(), _sha256_file(p)) for p in path.rglob("*") if p.is_file()
+        (p.relative_to(path).as_posix(), sha256_file(p)) for p in path.rglob("*") if p.is_file()
     )
     h = hashlib.sha256()
     for name, digest in entries:
