@@ -28,3 +28,9 @@ def shared_models() -> Path:
     if not (SHARED_MODELS / "README.md").is_file():
         pytest.skip(f"shared test models not found at {SHARED_MODELS} (tests only; see README)")
     return SHARED_MODELS
+
+
+@pytest.fixture(scope="session")
+def videos(shared_data: Path) -> Path:
+    """The shared real videos (../shared/data/videos)."""
+    return shared_data / "videos"

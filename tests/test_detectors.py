@@ -24,11 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def videos(shared_data: Path) -> Path:
-    return shared_data / "videos"
-
-
-@pytest.fixture(scope="module")
 def frame0(videos):
     return next(iter(iter_frames(videos / "single_face.mp4"))).image
 

@@ -28,11 +28,6 @@ from neopain.track import (
 
 
 @pytest.fixture(scope="module")
-def videos(shared_data: Path) -> Path:
-    return shared_data / "videos"
-
-
-@pytest.fixture(scope="module")
 def detector() -> MTCNNDetector:
     pytest.importorskip("facenet_pytorch")
     return MTCNNDetector()

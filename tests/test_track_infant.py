@@ -19,11 +19,6 @@ ROT = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUN
 
 
 @pytest.fixture(scope="module")
-def videos(shared_data: Path) -> Path:
-    return shared_data / "videos"
-
-
-@pytest.fixture(scope="module")
 def detector() -> MTCNNDetector:
     pytest.importorskip("facenet_pytorch")
     return MTCNNDetector(max_side=None)

@@ -15,11 +15,6 @@ from neopain.video import Frame, VideoError, iter_frames, natural_key, source_sh
 
 
 @pytest.fixture(scope="module")
-def videos(shared_data: Path) -> Path:
-    return shared_data / "videos"
-
-
-@pytest.fixture(scope="module")
 def ck_rows(shared_data: Path) -> list[dict]:
     with open(shared_data / "ckplus_sequences.csv", newline="") as fh:
         return list(csv.DictReader(fh))
