@@ -19,9 +19,10 @@ def main(sm):
     table = extract_video(net, p.video["video_id"], pq.read_table(sm.input.crops),
                           pq.read_table(sm.input.keyframes), batch_size=p.batch_size,
                           device=device, precision=p.precision, dtype=p.dtype,
-                          workers=p.workers)
+                          workers=p.workers, fast_decode=p.fast_decode)
     ups = [provenance.read_provenance(sm.input.crops)]
-    stage = {"backbone": sm.wildcards.backbone, "layers": list(p.layers), "dtype": p.dtype}
+    stage = {"backbone": sm.wildcards.backbone, "layers": list(p.layers), "dtype": p.dtype,
+             "fast_decode": bool(p.fast_decode)}
     if backbone_cfg:
         stage["backbone_cfg"] = backbone_cfg
     prov = provenance.make_provenance(

@@ -184,3 +184,63 @@ def test_bench_script_runs(tmp_path, repo):
     assert r["backbone"] == "fer" and r["images"] == 8 and r["bare_images_per_s"] > 0
     assert 0 < r["ratio"] == pytest.approx(r["pipeline_images_per_s"] / r["bare_images_per_s"],
                                            rel=1e-2)
+
+
+def test_reduced_decode_for_small_input_networks(shared_data):
+    """fer's 64 px input: a 224 px crop is decoded at 1/2 scale by libjpeg, then
+    INTER_AREA; the result stays within a few grey levels of full decode + resize."""
+    from neopain.extract import reduce_factor
+    assert [reduce_factor(224, s) for s in (224, 200, 112, 64, 56, 28, 20)] == [1, 1, 2, 2, 4, 8, 8]
+    assert reduce_factor(100, 64) == 1 and reduce_factor(0, 64) == 1
+    import cv2
+    seq = sorted((shared_data / "ckplus_sequences" / "anger" / "S055_004").glob("*.png"))
+    img = cv2.imread(str(seq[-1]))
+    h, w = img.shape[:2]
+    s = min(h, w)
+    face = cv2.resize(img[(h - s) // 2:(h + s) // 2, (w - s) // 2:(w + s) // 2], (224, 224),
+                      interpolation=cv2.INTER_AREA)
+    jpegs = [cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()] * 3
+    full = np.concatenate(list(prefetch_batches(jpegs, 64, 2, workers=0, fast_decode=False)))
+    fast = np.concatenate(list(prefetch_batches(jpegs, 64, 2, workers=1, fast_decode=True)))
+    assert fast.shape == full.shape == (3, 64, 64, 3)
+    diff = np.abs(fast.astype(int) - full.astype(int))
+    assert 0 < diff.mean() < 2.0 and np.percentile(diff, 99) <= 12
+    # networks at the crop size never take the reduced path
+    same = np.concatenate(list(prefetch_batches(jpegs, 224, 2, workers=0, fast_decode=True)))
+    assert np.array_equal(same, decode_batch(jpegs, 224))
+
+
+def test_grey_decode_gives_the_grey_network_the_same_input(shared_data):
+    """fer (grey input) gets the JPEG luma plane copied to 3 channels; its own RGB->grey
+    step then returns that plane, so features match the colour-decode path closely."""
+    import cv2
+    seq = sorted((shared_data / "ckplus_sequences" / "happiness" / "S106_006").glob("*.png"))
+    jpegs = []
+    for p in seq[:: max(1, len(seq) // 6)][:6]:
+        img = cv2.imread(str(p))
+        h, w = img.shape[:2]
+        s = min(h, w)
+        face = cv2.resize(img[(h - s) // 2:(h + s) // 2, (w - s) // 2:(w + s) // 2], (224, 224),
+                          interpolation=cv2.INTER_AREA)
+        jpegs.append(cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
+    g = decode_batch(jpegs, 224, grey=True)
+    c = decode_batch(jpegs, 224)
+    assert (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all()
+    luma = c.astype(float) @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(g[..., 0] - luma).mean() < 1.0
+    net, _ = load_backbone("fer", ["penultimate"])
+    table = crops_table([cv2.cvtColor(cv2.imdecode(np.frombuffer(j, np.uint8), 1), cv2.COLOR_BGR2RGB)
+                         for j in jpegs])
+    kf = pa.table({"frame": table.column("frame"), "keep": pa.array([True] * table.num_rows)})
+    fast = feature_matrix(extract_video(net, "v", table, kf, fast_decode=True).rename_columns(
+        ["video_id", "frame", "timestamp", "features"]))
+    full = feature_matrix(extract_video(net, "v", table, kf, fast_decode=False).rename_columns(
+        ["video_id", "frame", "timestamp", "features"]))
+    assert fast.shape == full.shape == (6, full.shape[1])
+    cos = (fast * full).sum(1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(full, axis=1)
+    assert cos.min() > 0.98, cos
+    # each frame's fast features are nearest to the same frame's full-decode features,
+    # though the frames come from one neutral -> peak sequence of one person
+    d = ((fast[:, None, :] - full[None, :, :]) ** 2).sum(-1)
+    assert (d.argmin(1) == np.arange(len(d))).all(), d
+    assert not np.array_equal(fast, full)          # the fast path really ran

@@ -141,12 +141,23 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-def decode_jpeg(b: bytes) -> np.ndarray:
-    """JPEG bytes -> HxWx3 uint8 RGB."""
-    img = cv2.imdecode(np.frombuffer(b, dtype=np.uint8), cv2.IMREAD_COLOR)
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
+            4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+_REDUCED_GREY = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+                 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+
+
+def decode_jpeg(b: bytes, reduce: int = 1, grey: bool = False) -> np.ndarray:
+    """JPEG bytes -> HxWx3 uint8 RGB (HxW luma if ``grey``: libjpeg's Y channel, i.e.
+    BT.601 grey, without decoding chroma); ``reduce`` in 1, 2, 4, 8 decodes at
+    1/reduce of the size in libjpeg's DCT domain (much cheaper than decode + resize)."""
+    if reduce not in _REDUCED:
+        raise ValueError(f"reduce={reduce}: one of 1, 2, 4, 8")
+    flag = (_REDUCED_GREY if grey else _REDUCED)[reduce]
+    img = cv2.imdecode(np.frombuffer(b, dtype=np.uint8), flag)
     if img is None:
         raise ValueError("not a decodable JPEG")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img if grey else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def crop_video(

@@ -70,39 +70,61 @@ def feature_dims(net: FeatureNet, size: int | None = None) -> dict[str, int]:
     return {k: int(v.shape[1]) for k, v in out.items()}
 
 
-def decode_batch(jpegs: Sequence[bytes], size: int) -> np.ndarray:
-    """JPEG crops -> N x size x size x 3 uint8 RGB (INTER_AREA when shrinking)."""
+def reduce_factor(src: int, size: int) -> int:
+    """Largest libjpeg reduction (1, 2, 4, 8) that still decodes a ``src`` px crop at
+    >= ``size`` px: a 224 px crop for a 64 px network decodes at 112 px, then
+    INTER_AREA to 64.  Small-input networks are otherwise decode-bound on a CPU."""
+    for f in (8, 4, 2):
+        if -(-src // f) >= size:
+            return f
+    return 1
+
+
+def decode_batch(jpegs: Sequence[bytes], size: int, reduce: int = 1,
+                 grey: bool = False) -> np.ndarray:
+    """JPEG crops -> N x size x size x 3 uint8 RGB (INTER_AREA when shrinking).  With
+    ``grey`` the luma plane is decoded and copied into all three channels, which a
+    grey-input network (BT.601 weights summing to 1) turns back into the same grey."""
     out = np.empty((len(jpegs), size, size, 3), np.uint8)
     for i, b in enumerate(jpegs):
-        img = decode_jpeg(b)
+        img = decode_jpeg(b, reduce, grey)
         if img.shape[0] != size or img.shape[1] != size:
             interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
             img = cv2.resize(img, (size, size), interpolation=interp)
-        out[i] = img
+        out[i] = img[..., None] if grey else img
     return out
 
 
 def prefetch_batches(jpegs: Sequence[bytes], size: int, batch_size: int,
-                     workers: int = 2, depth: int | None = None) -> Iterator[np.ndarray]:
-    """Decoded batches in order, ``depth`` batches decoded ahead on ``workers`` threads."""
+                     workers: int = 2, depth: int | None = None,
+                     fast_decode: bool = True, grey: bool = False) -> Iterator[np.ndarray]:
+    """Decoded batches in order, ``depth`` batches decoded ahead on ``workers`` threads.
+    ``fast_decode`` lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the network's
+    input is that much smaller than the crops (see :func:`reduce_factor`); the size of
+    the first crop decides it for the video.  ``grey`` (for networks whose input is
+    grey, e.g. fer) decodes only the luma plane (see :func:`decode_batch`)."""
     starts = range(0, len(jpegs), batch_size)
+    reduce = 1
+    if len(jpegs) and fast_decode:
+        reduce = reduce_factor(min(decode_jpeg(jpegs[0], grey=True).shape[:2]), size)
     if workers <= 0:
         for s in starts:
-            yield decode_batch(jpegs[s:s + batch_size], size)
+            yield decode_batch(jpegs[s:s + batch_size], size, reduce, grey)
         return
     depth = depth or workers + 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         pending: deque = deque()
         it = iter(starts)
         for s in it:
-            pending.append(pool.submit(decode_batch, jpegs[s:s + batch_size], size))
+            pending.append(pool.submit(decode_batch, jpegs[s:s + batch_size], size, reduce, grey))
             if len(pending) >= depth:
                 break
         while pending:
             batch = pending.popleft().result()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.submit(decode_batch, jpegs[nxt:nxt + batch_size], size))
+                pending.append(pool.submit(decode_batch, jpegs[nxt:nxt + batch_size], size, reduce,
+                                            grey))
             yield batch
 
 
@@ -136,7 +158,7 @@ class Runner:
 def extract_video(
     net: FeatureNet, video_id: str, crops: pa.Table, keyframes: pa.Table,
     batch_size: int = 32, device: torch.device | None = None, precision: str = "auto",
-    dtype: str = "float32", workers: int = 2,
+    dtype: str = "float32", workers: int = 2, fast_decode: bool = True,
 ) -> pa.Table:
     """Features of the keyframes of one video (all layers of ``net``)."""
     if dtype not in DTYPES:
@@ -161,7 +183,9 @@ def extract_video(
 
     pending = None
     started, n_done, next_log = time.perf_counter(), 0, 0.0
-    for batch in prefetch_batches(jpegs, size, batch_size, workers):
+    grey = fast_decode and net.spec.colour == "GRAY"
+    for batch in prefetch_batches(jpegs, size, batch_size, workers,
+                                   fast_decode=fast_decode, grey=grey):
         feats = runner(batch)
         n_done += len(batch)
         elapsed = time.perf_counter() - started

@@ -15,6 +15,7 @@ rule extract:
         precision=config["extract"].get("precision", "auto"),
         dtype=config["extract"].get("dtype", "float32"),
         workers=config["extract"].get("workers", 2),
+        fast_decode=config["extract"].get("fast_decode", True),
     threads: 2
     log:
         "logs/extract/{backbone}/{video}.log",
