@@ -11,11 +11,16 @@ include: "workflow/rules/track.smk"
 include: "workflow/rules/crop.smk"
 include: "workflow/rules/keyframes.smk"
 include: "workflow/rules/extract.smk"
+include: "workflow/rules/texture.smk"
+include: "workflow/rules/strain.smk"
+include: "workflow/rules/fusion.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:
@@ -23,4 +28,9 @@ rule all:
         "results/evaluation/table5.md",
         "results/evaluation/metrics.parquet",
         "results/qc/tracking.parquet",
+        # every ROC figure: a newly configured backbone/layer/texture reruns evaluate
+        [f"results/evaluation/roc/{b}/{layer}/{p}.png" for b, layer, p in ROC_TARGETS],
+        FINETUNE_TARGETS,  # [] unless finetune.enabled (workflow/rules/finetune.smk)
+        EXPORT_TARGETS,  # [] unless export.enabled / predict.model+videos (export.smk)
+        TABLE7,  # [] unless strain.enabled (workflow/rules/fusion.smk)
     default_target: True

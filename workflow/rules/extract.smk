@@ -3,6 +3,9 @@ rule extract:
     input:
         crops="results/crops/{video}.parquet",
         keyframes="results/keyframes/{video}.parquet",
+        # a checkpoint this workflow fine-tunes (finetune.smk) as the backbone's weights_file
+        weights=lambda wc: [w for w in [str(BACKBONES.get(wc.backbone, {}).get("weights_file", ""))]
+                            if w.startswith("results/")],
     output:
         "results/features/{backbone}/_per_video/{video}.parquet",
     params:

@@ -7,7 +7,7 @@ rule select:
         "results/selection/{backbone}/{layer}/{protocol}/{selector}.parquet",
     params:
         selector=lambda wc: SELECTORS[wc.selector],
-        max_k=max(config["select"]["k"]),
+        max_k=max(config["select"]["k"] + FUSION_RANK_K),  # fusion.smk: fusion.k too
         prefilter=config["select"].get("prefilter", {"method": "none"}),
     threads: 2
     log:

@@ -1,0 +1,27 @@
+"""Snakemake entry point: export the best (or a named) configuration (neopain.export)."""
+import _bootstrap  # noqa: F401
+from neopain import runtime
+
+
+def main(sm):
+    import pyarrow.parquet as pq
+
+    from neopain.export import export_study, study_configuration
+
+    study = dict(sm.params.study)
+    cfg, _ = study_configuration(study, pq.read_table(sm.input.table5).to_pandas())
+    key = f"/{cfg.backbone}/{cfg.layer}/"
+    features = [f for f in sm.input.features if key in f]
+    scores = [f for f in sm.input.scores if f"{key}{cfg.protocol}/{cfg.selector}.parquet" in f]
+    splits = [f for f in sm.input.splits if f.endswith(f"/{cfg.protocol}.parquet")]
+    if not (features and scores and splits):
+        raise ValueError(f"export: no inputs for {cfg.label()} among the rule's inputs")
+    res = export_study(study, table5=sm.input.table5, metrics=sm.input.metrics,
+                       features=features[0], split=splits[0], scores=scores[0],
+                       samples=sm.input.samples, out=dict(sm.output.items()))
+    runtime.logging.getLogger("neopain.export").info(
+        "exported %s: %s (sha256 %s), threshold %.4f", cfg.label(), sm.output.model,
+        res["sha256"], res["threshold"])
+
+
+runtime.run(snakemake, main)  # noqa: F821

@@ -1,0 +1,38 @@
+"""Snakemake entry point: deep, strain and fused scores of one configuration (Table 7)."""
+import _bootstrap  # noqa: F401
+from neopain import provenance, runtime
+
+
+def main(sm):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from neopain.fusion import FUSION_SCHEMA, fusion_scores, keyframe_strain
+    from neopain.strain import table_feature_names
+    from neopain.tables import feature_matrix
+
+    p = sm.params
+    table = pq.read_table(sm.input.features)
+    X = feature_matrix(table)
+    meta = table.select(["video_id", "subject_id", "frame", "y"]).to_pandas()
+    del table
+    strain_t = pq.read_table(sm.input.strain)
+    S = keyframe_strain(meta, strain_t.to_pandas(), table_feature_names(strain_t),
+                        sm.input.strain)
+    split = pq.read_table(sm.input.split).to_pandas()
+    rankings = pq.read_table(sm.input.selection).to_pandas()
+    search = dict(p.search or {})
+    scores = fusion_scores(X, meta, split, rankings, S, list(p.k), p.strain_k,
+                           sm.wildcards.selector, dict(p.selector), dict(p.classifiers),
+                           p.seed, preset=p.preset, search=search)
+    ups = [provenance.read_provenance(f) for f in
+           (sm.input.features, sm.input.split, sm.input.selection, sm.input.strain)]
+    cfg = {"k": list(p.k), "strain_k": p.strain_k, "selector": sm.wildcards.selector,
+           "selector_params": dict(p.selector), "classifiers": dict(p.classifiers),
+           "seed": p.seed, "preset": p.preset, "search": search}
+    prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
+    out = pa.Table.from_pandas(scores, FUSION_SCHEMA, preserve_index=False)
+    provenance.write_table(out, sm.output[0], prov)
+
+
+runtime.run(snakemake, main)  # noqa: F821

@@ -1,0 +1,16 @@
+"""Snakemake entry point: the pain timeline of one video (neopain.predict)."""
+import _bootstrap  # noqa: F401
+from neopain import runtime
+
+
+def main(sm):
+    from pathlib import Path
+
+    from neopain.predict import predict_rule
+
+    predict_rule(sm.input.model, sm.input.video, sm.wildcards.pvideo,
+                 Path(sm.output.frames).parent, dict(sm.params.predict),
+                 threads=sm.threads)
+
+
+runtime.run(snakemake, main)  # noqa: F821

@@ -1,0 +1,109 @@
+# Export and bedside prediction (issue 9): one verifiable artefact of a trained
+# configuration (neopain.export) and pain timelines for new videos (neopain.predict).
+# Neither is part of `rule all` unless configured: export.enabled: true adds the export
+# (and its Calibration report entries); predict.model + predict.videos add the timelines.
+
+from neopain.export import export_inputs as _export_inputs  # noqa: E402
+from neopain.predict import predict_videos as _predict_videos  # noqa: E402
+
+_EXPORT = dict(config.get("export") or {})
+_PREDICT = dict(config.get("predict") or {})
+EXPORT_INPUTS = _export_inputs(_EXPORT, LAYER_TARGETS, PROTOCOLS, SELECTORS)
+try:
+    PREDICT_VIDEOS = _predict_videos(_PREDICT)
+except ValueError as _exc:
+    raise WorkflowError(f"predict.videos: {_exc}") from None
+PREDICT_SUFFIXES = {
+    "frames": "frames.parquet",
+    "frames_csv": "frames.csv",
+    "epochs": "epochs.parquet",
+    "epochs_csv": "epochs.csv",
+    "png": "timeline.png",
+    "html": "timeline.html",
+    "summary": "summary.json",
+}
+
+
+rule export:
+    """Refit the best (or a named) configuration on every subject, calibrate it by
+    subject-grouped cross-validation, write results/export/model.neopain + report."""
+    input:
+        table5="results/evaluation/table5.parquet",
+        metrics="results/evaluation/metrics.parquet",
+        features=EXPORT_INPUTS["features"],
+        scores=EXPORT_INPUTS["scores"],
+        splits=EXPORT_INPUTS["splits"],
+        samples=config["samples"],
+    output:
+        model="results/export/model.neopain",
+        card=report("results/export/model_card.md", category="Calibration"),
+        reliability=report(
+            "results/export/reliability.png",
+            caption="../report/reliability.rst",
+            category="Calibration",
+        ),
+        calibration_md=report("results/export/calibration.md", category="Calibration"),
+        calibration="results/export/calibration.parquet",
+        training_scores="results/export/training_scores.parquet",
+    params:
+        study={
+            k: (
+                {kk: vv for kk, vv in _EXPORT.items() if kk != "enabled"}
+                if k == "export"
+                else config.get(k)
+            )
+            for k in (
+                "labels",
+                "positive_label",
+                "seed",
+                "fps_for_images",
+                "track",
+                "crop",
+                "keyframes",
+                "extract",
+                "protocols",
+                "select",
+                "classify",
+                "evaluate",
+                "export",
+            )
+        },
+    threads: 2
+    log:
+        "logs/export.log",
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/export.py"
+
+
+rule predict:
+    """Pain timeline of one new video with the exported model (predict.model)."""
+    input:
+        model=_PREDICT.get("model") or "results/export/model.neopain",
+        video=lambda wc: PREDICT_VIDEOS[wc.pvideo],
+    output:
+        **{k: f"results/predict/{{pvideo}}.{v}" for k, v in PREDICT_SUFFIXES.items()},
+    wildcard_constraints:
+        pvideo=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    params:
+        predict={k: v for k, v in _PREDICT.items() if k not in ("videos", "data_root")},
+    threads: 1
+    log:
+        "logs/predict/{pvideo}.log",
+    resources:
+        gpu=0 if str(_PREDICT.get("device", "cpu")) == "cpu" else 1,
+        mem_mb=4000,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/predict.py"
+
+
+EXPORT_TARGETS = (
+    (["results/export/model.neopain", "results/export/model_card.md"]
+     if _EXPORT.get("enabled") else [])
+    + [f"results/predict/{v}.{s}" for v in PREDICT_VIDEOS for s in PREDICT_SUFFIXES.values()]
+)

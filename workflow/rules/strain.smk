@@ -1,0 +1,46 @@
+# Optical-strain features (issue 6; the handcrafted half of the paper's Table 7).
+# strain: one video's strain-over-time signal per face region (Farneback flow between
+# consecutive aligned crops); gather_strain: peak statistics per region of every video.
+
+STRAIN = config.get("strain") or {}
+STRAIN_ON = bool(STRAIN.get("enabled", True))
+
+
+rule strain:
+    """Optical strain between consecutive aligned crops, mean magnitude per face region."""
+    input:
+        "results/crops/{video}.parquet",
+    output:
+        "results/strain/{video}.parquet",
+    params:
+        strain={k: v for k, v in STRAIN.items() if k not in ("enabled", "peaks")},
+    threads: 1
+    log:
+        "logs/strain/{video}.log",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/strain.py"
+
+
+rule gather_strain:
+    """Per-video strain features (peaks of each region's signal) of every video."""
+    input:
+        signals=expand("results/strain/{video}.parquet", video=VIDEOS),
+        samples=config["samples"],
+    output:
+        "results/strain/_features.parquet",
+    params:
+        peaks=STRAIN.get("peaks", {}),
+        positive_label=config["positive_label"],
+        labels=config["labels"],
+        data_root=config.get("data_root"),
+    log:
+        "logs/gather_strain.log",
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/gather_strain.py"
