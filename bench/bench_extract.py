@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,20 +27,11 @@ import torch  # noqa: E402
 
 from neopain.backbones import load_backbone  # noqa: E402
 from neopain.crop import encode_jpeg  # noqa: E402
+from neopain.runtime import cpu_model  # noqa: E402
 from neopain.extract import Runner, extract_video, pick_device, precision_name  # noqa: E402
 
 DEFAULT = {"mobilenet_v2": ["penultimate", "conv_last"], "fer": ["penultimate", "conv_last"],
            "vgg16": ["fc7_pre", "fc7_post", "conv5_pre", "conv5_post"]}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def synthetic_crops(n: int, size: int = 224, seed: int = 0) -> tuple[pa.Table, pa.Table]:

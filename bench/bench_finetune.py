@@ -47,8 +47,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 def machine(device) -> dict:
     import torch
 
+    from neopain.runtime import cpu_model
+
     info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "device": str(device)}
     try:

@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
+from neopain.runtime import cpu_model  # noqa: E402
 
 
 def make_720p(src: Path, dst: Path, max_frames: int) -> Path:
@@ -46,16 +47,6 @@ def make_720p(src: Path, dst: Path, max_frames: int) -> Path:
     out.release()
     cap.release()
     return dst
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:
@@ -119,7 +110,7 @@ def main() -> int:
     n = s["n_frames_processed"]
     from neopain.provenance import package_versions
 
-    print(f"machine: {platform.node()} {cpu_name()}, {os.cpu_count()} CPUs, "
+    print(f"machine: {platform.node()} {cpu_model()}, {os.cpu_count()} CPUs, "
           f"torch threads {torch.get_num_threads()}, device {pred.device}"
           + (f" ({torch.cuda.get_device_name(0)})" if pred.device.type == "cuda" else ""))
     print(f"python {platform.python_version()}; " + ", ".join(

@@ -34,14 +34,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from neopain.runtime import cpu_model
+    cpu = cpu_model()
     versions = {}
     for mod in ("numpy", "scipy", "sklearn", "numba", "torch", "skrebate"):
         try:

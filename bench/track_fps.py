@@ -25,16 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 SHARED = REPO.parent / "shared"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from neopain.runtime import cpu_model  # noqa: E402
 
 
 def _v(dist: str) -> str:
@@ -97,7 +88,7 @@ def main() -> int:
     decode_fps = n_dec / (time.perf_counter() - t0)
 
     print("# neopain tracking benchmark")
-    print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs "
           f"({len(os.sched_getaffinity(0))} usable), {args.threads} threads; "
           f"GPU: {torch.cuda.get_device_name(0) if cuda else 'none'}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, facenet-pytorch "
@@ -138,7 +129,7 @@ def main() -> int:
             det.close()
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "cpu": _cpu_model(), "cpus": os.cpu_count(), "threads": args.threads,
+            "cpu": cpu_model(), "cpus": os.cpu_count(), "threads": args.threads,
             "gpu": torch.cuda.get_device_name(0) if cuda else None, "decode_fps": decode_fps,
             "video": args.video, "size": [w, h], "results": results}, indent=2))
     return 0

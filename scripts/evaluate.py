@@ -4,24 +4,14 @@ from neopain import provenance, runtime
 
 
 def main(sm):
-    import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from neopain.evaluate import (delong_table, metrics_table, per_subject, plot_roc,
-                                  roc_curves_for, table5, table6, to_markdown,
-                                  with_ci_columns)
+                                  read_score_files, roc_curves_for, table5, table6,
+                                  to_markdown, with_ci_columns)
 
     p = sm.params
-    frames, ups = [], []
-    for f in sm.input:
-        parts = f.split("/")  # results/scores/{backbone}/{layer}/{protocol}/{selector}.parquet
-        df = pq.read_table(f).to_pandas()
-        df.insert(0, "layer", parts[-3])
-        df.insert(0, "backbone", parts[-4])
-        frames.append(df)
-        ups.append(provenance.read_provenance(f))
-    scores = pd.concat(frames, ignore_index=True)
+    scores, ups = read_score_files(sm.input)
     metrics = metrics_table(scores, p.aggregation, p.quantile, p.n_boot, p.seed, p.ci_level)
     t5, t6 = table5(metrics), table6(metrics)
     dl = delong_table(scores, metrics, p.aggregation, p.quantile)

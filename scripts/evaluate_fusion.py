@@ -4,23 +4,14 @@ from neopain import provenance, runtime
 
 
 def main(sm):
-    import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from neopain.evaluate import metrics_table, to_markdown, with_ci_columns
+    from neopain.evaluate import (metrics_table, read_score_files, to_markdown,
+                                  with_ci_columns)
     from neopain.fusion import table7
 
     p = sm.params
-    frames, ups = [], []
-    for f in sm.input.scores:
-        parts = f.split("/")  # results/fusion/{backbone}/{layer}/{protocol}/{selector}.parquet
-        df = pq.read_table(f).to_pandas()
-        df.insert(0, "layer", parts[-3])
-        df.insert(0, "backbone", parts[-4])
-        frames.append(df)
-        ups.append(provenance.read_provenance(f))
-    scores = pd.concat(frames, ignore_index=True)
+    scores, ups = read_score_files(sm.input.scores)
     metrics = metrics_table(scores, p.aggregation, p.quantile, p.n_boot, p.seed, p.ci_level)
     t7, dl = table7(metrics, scores, p.aggregation, p.quantile)
     cfg = {"video_aggregation": p.aggregation, "quantile": p.quantile, "n_boot": p.n_boot,

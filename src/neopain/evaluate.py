@@ -51,6 +51,25 @@ CI_METRICS = ("accuracy", "auc", "balanced_accuracy", "sensitivity", "specificit
 # ----------------------------------------------------------------------------
 # point metrics
 # ----------------------------------------------------------------------------
+def read_score_files(paths) -> tuple[pd.DataFrame, list[dict]]:
+    """Score files ``.../{backbone}/{layer}/{protocol}/{selector}.parquet`` (``scores``
+    or ``fusion``) as one frame with ``backbone`` and ``layer`` columns taken from the
+    path, and each file's provenance (for the evaluation's upstream record)."""
+    import pyarrow.parquet as pq
+
+    from .provenance import read_provenance
+
+    frames, ups = [], []
+    for f in paths:
+        parts = str(f).split("/")
+        df = pq.read_table(f).to_pandas()
+        df.insert(0, "layer", parts[-3])
+        df.insert(0, "backbone", parts[-4])
+        frames.append(df)
+        ups.append(read_provenance(f))
+    return pd.concat(frames, ignore_index=True), ups
+
+
 def binary_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
     y = np.asarray(y).astype(int)
     pred = np.asarray(pred).astype(int)

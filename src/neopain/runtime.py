@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import sys
 import traceback
 from typing import Any, Callable
@@ -44,3 +45,15 @@ def run(snakemake: Any, main: Callable[[Any], None]) -> None:
 def stage_config(snakemake: Any) -> dict:
     """The params of the job as a plain dict (what the provenance hash covers)."""
     return {k: v for k, v in snakemake.params.items()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for benchmark and run records."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
