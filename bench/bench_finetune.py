@@ -205,6 +205,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     a = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    from neopain.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the finetune rules do (runtime.run)
     import logging
 
     import torch

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
-from neopain.runtime import cpu_model  # noqa: E402
+from neopain.runtime import cpu_model, keep_freed_memory  # noqa: E402
 
 
 def make_720p(src: Path, dst: Path, max_frames: int) -> Path:
@@ -62,6 +62,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    keep_freed_memory()  # as `neopain predict` does
 
     import cv2
     import numpy as np

@@ -31,6 +31,11 @@ def test_prefetch_keeps_order_and_resizes(crops):
     par = np.concatenate(list(prefetch_batches(jpegs, 64, 3, workers=2, depth=2)))
     assert seq.shape == (7, 64, 64, 3) and np.array_equal(seq, par)
     assert [len(b) for b in prefetch_batches(jpegs, 64, 3, workers=2)] == [3, 3, 1]
+    # the CPU mode: each batch split over the decode threads when asked for
+    for w in (1, 2, 3, 5):
+        between = list(prefetch_batches(jpegs, 64, 3, workers=w, overlap=False))
+        assert [len(b) for b in between] == [3, 3, 1]
+        assert np.array_equal(np.concatenate(between), seq)
     assert np.array_equal(decode_batch(jpegs[:1], 224)[0].shape, (224, 224, 3))
 
 

@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return _weights(args)
     if args.cmd == "predict":
         from .predict import PredictOptions, run_cli
+        from .runtime import keep_freed_memory
+
+        keep_freed_memory()  # CNN buffers stay mapped between frames (see runtime)
 
         try:
             opts = PredictOptions(every=args.every, max_frames=args.max_frames,

@@ -20,6 +20,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -32,7 +33,7 @@ import torch
 
 from .backbones import FeatureNet
 from .crop import decode_jpeg
-from .tables import feature_matrix  # noqa: F401  (re-exported)
+from .tables import feature_matrix, fixed_size_list  # noqa: F401  (feature_matrix re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,17 @@ def decode_batch(jpegs: Sequence[bytes], size: int, reduce: int = 1,
 
 def prefetch_batches(jpegs: Sequence[bytes], size: int, batch_size: int,
                      workers: int = 2, depth: int | None = None,
-                     fast_decode: bool = True, grey: bool = False) -> Iterator[np.ndarray]:
-    """Decoded batches in order, ``depth`` batches decoded ahead on ``workers`` threads.
+                     fast_decode: bool = True, grey: bool = False,
+                     overlap: bool = True) -> Iterator[np.ndarray]:
+    """Decoded batches in order.
+
+    With ``overlap`` (a network on a GPU) ``depth`` batches are decoded ahead on
+    ``workers`` threads while the caller runs the network.  Without it (a network on
+    the CPU, sharing the cores with the decoder) each batch is decoded when it is asked
+    for, split across the ``workers`` threads: a decode thread running beside torch's
+    threads pre-empts one of them and the others wait for it at every barrier
+    (fer, 2 cores: pipeline/bare 0.81 decoding ahead, 0.85 between batches;
+    bench/bench_extract.py).
     ``fast_decode`` lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the network's
     input is that much smaller than the crops (see :func:`reduce_factor`); the size of
     the first crop decides it for the video.  ``grey`` (for networks whose input is
@@ -107,9 +117,19 @@ def prefetch_batches(jpegs: Sequence[bytes], size: int, batch_size: int,
     reduce = 1
     if len(jpegs) and fast_decode:
         reduce = reduce_factor(min(decode_jpeg(jpegs[0], grey=True).shape[:2]), size)
-    if workers <= 0:
+    if workers <= 0 or (workers == 1 and not overlap):
         for s in starts:
             yield decode_batch(jpegs[s:s + batch_size], size, reduce, grey)
+        return
+    if not overlap:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            for s in starts:
+                part = jpegs[s:s + batch_size]
+                step = -(-len(part) // workers)
+                chunks = list(pool.map(decode_batch,
+                                       [part[i:i + step] for i in range(0, len(part), step)],
+                                       repeat(size), repeat(reduce), repeat(grey)))
+                yield chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
         return
     depth = depth or workers + 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
@@ -159,11 +179,14 @@ def extract_video(
     net: FeatureNet, video_id: str, crops: pa.Table, keyframes: pa.Table,
     batch_size: int = 32, device: torch.device | None = None, precision: str = "auto",
     dtype: str = "float32", workers: int = 2, fast_decode: bool = True,
+    overlap: bool | None = None,
 ) -> pa.Table:
-    """Features of the keyframes of one video (all layers of ``net``)."""
+    """Features of the keyframes of one video (all layers of ``net``).  ``overlap``
+    (:func:`prefetch_batches`; default: on a GPU only) decodes ahead while the network
+    runs; on the CPU each batch is decoded between forward passes on all ``workers``."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
-    np_dtype, pa_dtype = DTYPES[dtype]
+    np_dtype = DTYPES[dtype][0]
     runner = Runner(net, device, precision)
     kept = keyframes.filter(keyframes.column("keep"))
     keep_frames = set(kept.column("frame").to_pylist())
@@ -184,8 +207,10 @@ def extract_video(
     pending = None
     started, n_done, next_log = time.perf_counter(), 0, 0.0
     grey = fast_decode and net.spec.colour == "GRAY"
+    if overlap is None:
+        overlap = runner.device.type != "cpu"
     for batch in prefetch_batches(jpegs, size, batch_size, workers,
-                                   fast_decode=fast_decode, grey=grey):
+                                   fast_decode=fast_decode, grey=grey, overlap=bool(overlap)):
         feats = runner(batch)
         n_done += len(batch)
         elapsed = time.perf_counter() - started
@@ -222,8 +247,7 @@ def extract_video(
         d = dims[name]
         arr = np.concatenate(out[name]) if out[name] else np.zeros((0, d), np_dtype)
         arr = np.ascontiguousarray(arr, dtype=np_dtype)
-        columns[f"f_{name}"] = pa.FixedSizeListArray.from_arrays(
-            pa.array(arr.ravel(), type=pa_dtype), d)
+        columns[f"f_{name}"] = fixed_size_list(arr)
     return pa.table(columns)
 
 

@@ -37,6 +37,8 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from .tables import fixed_size_list
+
 log = logging.getLogger(__name__)
 
 METHODS = ("lbp", "ltp")
@@ -181,5 +183,5 @@ def texture_video(video_id: str, crops: pa.Table, keyframes: pa.Table, method: s
         "video_id": pa.array([video_id] * len(rows), pa.string()),
         "frame": pa.array([frames[i] for i in rows], pa.int32()),
         "timestamp": pa.array([stamps[i].as_py() for i in rows], pa.float64()),
-        f"f_{LAYER}": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel(), pa.float32()), d),
+        f"f_{LAYER}": fixed_size_list(feats),
     })
