@@ -555,3 +555,28 @@ def test_anova_prefilter_keeps_lineage_and_is_documented():
     assert make_selector("su", 3, prefilter={"method": "none"}).__class__ is SymmetricUncertainty
     with pytest.raises(ValueError, match="unknown prefilter 'mrmr'"):
         make_selector("su", 3, prefilter={"method": "mrmr"})
+
+
+def test_relieff_leaves_torch_thread_count_alone():
+    """numba's OpenMP layer resets the OpenMP thread count torch shares; a fit must not
+    leave a torch that has already run on 1 thread on more (fresh process: numba's first
+    parallel launch)."""
+    pytest.importorskip("numba")
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(1)\n"
+        "torch.ones(64, 64) @ torch.ones(64, 64)  # torch's threads are set up (used)\n"
+        "assert torch.get_num_threads() == 1\n"
+        "from neopain.select import ReliefF\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.random((120, 30)); y = np.arange(120) % 2\n"
+        "ReliefF(n_features_to_select=5, backend='numba', n_jobs=2).fit(X, y)\n"
+        "print(torch.get_num_threads())\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-c", code, src], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip().splitlines()[-1] == "1"

@@ -133,8 +133,9 @@ class _RankingSelector(SelectorMixin, BaseEstimator):
                 f"{type(self).__name__} needs at least two classes in y; got 1 class: "
                 f"{classes.tolist()!r}")
         self.classes_ = classes
-        scores = np.asarray(self._score(X, codes.astype(np.intp), classes.size),
-                            dtype=np.float64)
+        with _torch_threads_kept():
+            scores = np.asarray(self._score(X, codes.astype(np.intp), classes.size),
+                                dtype=np.float64)
         self.scores_ = scores
         self.ranking_ = np.argsort(-scores, kind="stable")
         return self
@@ -173,6 +174,22 @@ class _RankingSelector(SelectorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
         return tags
+
+
+class _torch_threads_kept:
+    """Restore torch's CPU thread count after scoring.  numba's OpenMP threading layer
+    resets the OpenMP thread count that torch's CPU kernels share (libgomp): a torch set
+    to 1 thread ran on 2 after a ReliefF fit in the same process, oversubscribing a job's
+    cores (tests/test_select.py)."""
+
+    def __enter__(self):
+        torch = sys.modules.get("torch")
+        self.old = torch.get_num_threads() if torch is not None else None
+
+    def __exit__(self, *exc):
+        torch = sys.modules.get("torch")
+        if torch is not None and self.old is not None and torch.get_num_threads() != self.old:
+            torch.set_num_threads(self.old)
 
 
 def _n_threads(n_jobs) -> int:
