@@ -31,4 +31,4 @@ def main(sm):
         out_scores=sm.output.scores, **common)
 
 
-runtime.run(snakemake, main)  # noqa: F821
+runtime.run(snakemake, main, cnn=True)  # noqa: F821

@@ -32,4 +32,4 @@ def main(sm):
     provenance.write_table(table, sm.output[0], prov)
 
 
-runtime.run(snakemake, main)  # noqa: F821
+runtime.run(snakemake, main, cnn=True)  # noqa: F821

@@ -24,4 +24,4 @@ def main(sm):
         logger=logging.getLogger("neopain.finetune"))
 
 
-runtime.run(snakemake, main)  # noqa: F821
+runtime.run(snakemake, main, cnn=True)  # noqa: F821

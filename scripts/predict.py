@@ -13,4 +13,4 @@ def main(sm):
                  threads=sm.threads)
 
 
-runtime.run(snakemake, main)  # noqa: F821
+runtime.run(snakemake, main, cnn=True)  # noqa: F821

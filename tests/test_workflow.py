@@ -158,6 +158,18 @@ def test_feature_table_schema_pandas_duckdb_and_provenance(run):
     assert "torch" in prov["packages"] and prov["code_version"]
 
 
+def test_cnn_rules_keep_freed_memory_and_others_do_not(run):
+    """extract runs with glibc's mmap off (runtime.run(cnn=True)); a table rule does not."""
+    work, _, _ = run
+    logs = sorted((work / "logs/extract").rglob("*.log"))
+    assert logs
+    for log in logs:
+        assert "glibc malloc: {'mmap_max': 0, 'trim_threshold': 2147483647}" in \
+            log.read_text(), log
+    other = sorted((work / "logs").glob("gather_features/**/*.log"))
+    assert other and all("glibc malloc" not in p.read_text() for p in other)
+
+
 def test_split_is_subject_disjoint(run):
     work, _, _ = run
     split = pq.read_table(work / "results/splits/holdout.parquet").to_pandas()

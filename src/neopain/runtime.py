@@ -10,8 +10,11 @@ import traceback
 from typing import Any, Callable
 
 
-def run(snakemake: Any, main: Callable[[Any], None]) -> None:
+def run(snakemake: Any, main: Callable[[Any], None], cnn: bool = False) -> None:
     """Run ``main(snakemake)`` with logging to the rule's log file.
+
+    ``cnn`` (the rules that run a network batch after batch: extract, finetune,
+    cascade, predict) keeps freed tensors mapped (:func:`keep_freed_memory`).
 
     Any exception is written to the log with its traceback and re-raised, so
     Snakemake marks the job failed (and removes its incomplete outputs) while
@@ -23,7 +26,7 @@ def run(snakemake: Any, main: Callable[[Any], None]) -> None:
     threads = str(max(1, int(getattr(snakemake, "threads", 1) or 1)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = threads
-    malloc = keep_freed_memory()
+    malloc = keep_freed_memory() if cnn else None
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if snakemake.log:
         handlers.append(logging.FileHandler(str(snakemake.log[0]), mode="w"))
@@ -33,7 +36,9 @@ def run(snakemake: Any, main: Callable[[Any], None]) -> None:
     )
     log = logging.getLogger("neopain.rule." + snakemake.rule)
     log.info("rule %s wildcards %s", snakemake.rule, dict(snakemake.wildcards))
-    log.debug("malloc tuning: %s", malloc or "not glibc, left as it is")
+    if cnn:
+        log.info("glibc malloc: %s", malloc or "left as it is (not glibc, or "
+                 "NEOPAIN_GLIBC_MALLOC=defaults)")
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))
     try:
@@ -63,8 +68,11 @@ def keep_freed_memory() -> dict:
     maximum): the memory is reused instead, so a job's resident memory stays at its peak
     rather than shrinking between batches (what a cluster's memory limit sees anyway).
     Large blocks requested by threads other than the main one may still be mmap'd.
+    Only for processes that repeat same-sized allocations: where big arrays of changing
+    sizes come and go (gathering tables), never-returned holes could raise the peak.
 
-    Called by every rule script (:func:`run`), ``neopain predict`` and the benchmarks.
+    Called by the CNN rule scripts (``run(..., cnn=True)``: extract, finetune, cascade,
+    predict), ``neopain predict`` and the benchmarks.
     Idempotent; returns what was set, ``{}`` where the C library is not glibc or where
     ``NEOPAIN_GLIBC_MALLOC=defaults`` asks to leave it alone.
     """
