@@ -20,9 +20,9 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from itertools import repeat
+from itertools import islice, repeat
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -36,6 +36,7 @@ from .crop import decode_jpeg
 from .tables import feature_matrix, fixed_size_list  # noqa: F401  (feature_matrix re-exported)
 
 log = logging.getLogger(__name__)
+T, R = TypeVar("T"), TypeVar("R")
 
 DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.float16())}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -117,11 +118,7 @@ def prefetch_batches(jpegs: Sequence[bytes], size: int, batch_size: int,
     reduce = 1
     if len(jpegs) and fast_decode:
         reduce = reduce_factor(min(decode_jpeg(jpegs[0], grey=True).shape[:2]), size)
-    if workers <= 0 or (workers == 1 and not overlap):
-        for s in starts:
-            yield decode_batch(jpegs[s:s + batch_size], size, reduce, grey)
-        return
-    if not overlap:
+    if not overlap and workers > 1:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
             for s in starts:
                 part = jpegs[s:s + batch_size]
@@ -131,21 +128,40 @@ def prefetch_batches(jpegs: Sequence[bytes], size: int, batch_size: int,
                                        repeat(size), repeat(reduce), repeat(grey)))
                 yield chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
         return
+    yield from map_ahead(lambda s: decode_batch(jpegs[s:s + batch_size], size, reduce, grey),
+                         starts, workers if overlap else 0, depth)
+
+
+def map_ahead(fn: Callable[[T], R], items: Iterable[T], workers: int,
+              depth: int | None = None) -> Iterator[R]:
+    """``fn(item)`` for each item, in order, up to ``depth`` (default ``workers + 1``)
+    computed ahead on ``workers`` threads while the caller consumes (inline when
+    ``workers <= 0``)."""
+    if workers <= 0:
+        for item in items:
+            yield fn(item)
+        return
     depth = depth or workers + 1
+    it = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending: deque = deque()
-        it = iter(starts)
-        for s in it:
-            pending.append(pool.submit(decode_batch, jpegs[s:s + batch_size], size, reduce, grey))
-            if len(pending) >= depth:
-                break
+        pending: deque = deque(pool.submit(fn, item) for item in islice(it, depth))
         while pending:
-            batch = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(decode_batch, jpegs[nxt:nxt + batch_size], size, reduce,
-                                            grey))
-            yield batch
+            out = pending.popleft().result()
+            for item in islice(it, 1):
+                pending.append(pool.submit(fn, item))
+            yield out
+
+
+def to_input(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 N x H x W x 3 -> float N x 3 x H x W in [0, 1] on ``device`` (pinned,
+    non-blocking copy and channels_last on CUDA)."""
+    x = torch.from_numpy(batch)
+    if device.type == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 class Runner:
@@ -163,12 +179,7 @@ class Runner:
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> dict[str, torch.Tensor]:
-        x = torch.from_numpy(batch)
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_input(batch, self.device)
         if self.amp is not None:
             with torch.autocast(self.device.type, dtype=self.amp):
                 return self.net(x)

@@ -81,8 +81,6 @@ import os
 import shutil
 import signal
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -95,6 +93,7 @@ from torch import nn
 
 from . import provenance
 from .backbones import FeatureNet, WeightsError, _locate, get_spec, load_weights_into
+from .extract import to_input
 
 log = logging.getLogger(__name__)
 
@@ -558,8 +557,8 @@ def augment(x: torch.Tensor, gen: torch.Generator, aug: Mapping[str, Any]) -> to
 def _batches(images: Sequence[bytes], order: Sequence[int], size: int, batch_size: int,
              workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(indices, N x size x size x 3 uint8) batches in ``order``, decoded ahead."""
-    from .extract import decode_batch, reduce_factor
     from .crop import decode_jpeg
+    from .extract import decode_batch, map_ahead, reduce_factor
 
     order = np.asarray(order)
     reduce = reduce_factor(min(decode_jpeg(images[order[0]]).shape[:2]), size) \
@@ -569,29 +568,7 @@ def _batches(images: Sequence[bytes], order: Sequence[int], size: int, batch_siz
     def work(idx):
         return idx, decode_batch([images[i] for i in idx], size, reduce)
 
-    if workers <= 0:
-        for idx in chunks:
-            yield work(idx)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ft-decode") as pool:
-        pending: deque = deque(pool.submit(work, c) for c in chunks[: workers + 1])
-        nxt = workers + 1
-        while pending:
-            out = pending.popleft().result()
-            if nxt < len(chunks):
-                pending.append(pool.submit(work, chunks[nxt]))
-                nxt += 1
-            yield out
-
-
-def _to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
-    x = torch.from_numpy(batch)
-    if device.type == "cuda":
-        x = x.pin_memory().to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    yield from map_ahead(work, chunks, workers)
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -734,7 +711,7 @@ def _loss_on(net, data: ImageSet, weight: torch.Tensor, cfg, device, amp, worker
     with torch.inference_mode():
         for idx, batch in _batches(data.images, range(len(data)), net.input_size,
                                    int(cfg["batch_size"]), workers):
-            x = _to_device(batch, device)
+            x = to_input(batch, device)
             y = torch.from_numpy(data.y[idx]).to(device)
             with _autocast(device, amp):
                 logits = net(x)
@@ -833,7 +810,7 @@ def train(net: FinetuneNet, train_set: ImageSet, val_set: ImageSet | None,
             tot, n_seen = 0.0, 0
             for idx, batch in _batches(train_set.images, order, net.input_size,
                                        int(cfg["batch_size"]), workers):
-                x = augment(_to_device(batch, device), gen, cfg["augment"])
+                x = augment(to_input(batch, device), gen, cfg["augment"])
                 y = torch.from_numpy(train_set.y[idx]).to(device)
                 with _autocast(device, amp):
                     logits = net(x)
@@ -912,7 +889,7 @@ def predict(net: FinetuneNet, data: ImageSet, batch_size: int = 64,
         for idx, batch in _batches(data.images, range(len(data)), net.input_size,
                                    batch_size, workers):
             with _autocast(device, amp):
-                logits = net(_to_device(batch, device))
+                logits = net(to_input(batch, device))
             out[idx] = torch.softmax(logits.float(), 1).cpu().numpy()
     return out
 

@@ -223,8 +223,8 @@ class Predictor:
 
         self.model = model
         self.opt = options or PredictOptions()
-        # explicit thread count (--threads, else OMP_NUM_THREADS): libraries loaded earlier
-        # in the process can change torch's (numba's OpenMP layer sets it to all cores)
+        # explicit thread count (--threads, else OMP_NUM_THREADS), whatever libraries
+        # loaded earlier in the process left torch with
         threads = self.opt.threads or os.environ.get("OMP_NUM_THREADS")
         if threads and str(threads).isdigit() and int(threads) > 0:
             torch.set_num_threads(int(threads))
