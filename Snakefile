@@ -18,6 +18,7 @@ include: "workflow/rules/split.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/nested.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
@@ -33,4 +34,5 @@ rule all:
         FINETUNE_TARGETS,  # [] unless finetune.enabled (workflow/rules/finetune.smk)
         EXPORT_TARGETS,  # [] unless export.enabled / predict.model+videos (export.smk)
         TABLE7,  # [] unless strain.enabled (workflow/rules/fusion.smk)
+        NESTED_TARGETS,  # [] unless nested.enabled (workflow/rules/nested.smk)
     default_target: True

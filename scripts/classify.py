@@ -12,7 +12,7 @@ def main(sm):
 
     p = sm.params
     table = pq.read_table(sm.input.features)
-    X = feature_matrix(table)
+    X = feature_matrix(table, p.baseline)
     meta = table.select(["video_id", "subject_id", "frame", "y"]).to_pandas()
     split = pq.read_table(sm.input.split).to_pandas()
     rankings = pq.read_table(sm.input.selection).to_pandas()
@@ -22,7 +22,7 @@ def main(sm):
     ups = [provenance.read_provenance(f) for f in
            (sm.input.features, sm.input.split, sm.input.selection)]
     cfg = {"k": list(p.k), "classifiers": dict(p.classifiers), "seed": p.seed,
-           "preset": p.preset, "search": search}
+           "preset": p.preset, "search": search, "baseline": p.baseline}
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
     out = pa.Table.from_pandas(scores, SCORE_SCHEMA, preserve_index=False)
     provenance.write_table(out, sm.output[0], prov)

@@ -13,7 +13,7 @@ def main(sm):
 
     p = sm.params
     table = pq.read_table(sm.input.features)
-    X = feature_matrix(table)
+    X = feature_matrix(table, p.baseline)
     meta = table.select(["video_id", "subject_id", "frame", "y"]).to_pandas()
     del table
     strain_t = pq.read_table(sm.input.strain)
@@ -29,7 +29,8 @@ def main(sm):
            (sm.input.features, sm.input.split, sm.input.selection, sm.input.strain)]
     cfg = {"k": list(p.k), "strain_k": p.strain_k, "selector": sm.wildcards.selector,
            "selector_params": dict(p.selector), "classifiers": dict(p.classifiers),
-           "seed": p.seed, "preset": p.preset, "search": search}
+           "seed": p.seed, "preset": p.preset, "search": search,
+           "baseline": p.baseline}
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
     out = pa.Table.from_pandas(scores, FUSION_SCHEMA, preserve_index=False)
     provenance.write_table(out, sm.output[0], prov)

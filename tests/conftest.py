@@ -34,3 +34,23 @@ def shared_models() -> Path:
 def videos(shared_data: Path) -> Path:
     """The shared real videos (../shared/data/videos)."""
     return shared_data / "videos"
+
+
+@pytest.fixture(scope="session")
+def ckplus48_mobilenet(shared_data):
+    """(meta, X): the ckplus48 crops and their mobilenet_v2 penultimate features
+    (bench/ckplus48_task.py documents the task), computed once per session."""
+    import importlib.util
+
+    from neopain.backbones import WeightsError
+
+    spec = importlib.util.spec_from_file_location("ckplus48_task",
+                                                  REPO / "bench" / "ckplus48_task.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    meta = mod.load_meta(shared_data)
+    try:
+        X = mod.mobilenet_features(shared_data, meta)
+    except WeightsError as exc:
+        pytest.skip(f"mobilenet_v2 weights not available: {exc}")
+    return meta, X

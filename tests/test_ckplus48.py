@@ -12,20 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neopain.backbones import WeightsError
 
 TASK = Path(__file__).resolve().parents[1] / "bench" / "ckplus48_task.py"
 
 
 @pytest.fixture(scope="module")
-def task(shared_data):
+def task(shared_data, ckplus48_mobilenet):
     spec = importlib.util.spec_from_file_location("ckplus48_task", TASK)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    try:
-        metrics, best, timings, _ = mod.run(shared_data, n_boot=1000)
-    except WeightsError as exc:
-        pytest.skip(f"mobilenet_v2 weights not available: {exc}")
+    metrics, best, timings, _ = mod.run(shared_data, n_boot=1000, X=ckplus48_mobilenet[1])
     return mod, metrics, best
 
 

@@ -77,6 +77,26 @@ def test_results_table_has_finite_aucs(run):
     assert loso_subj["frame_accuracy"].between(0, 1).all()
 
 
+def test_summary_puts_the_nested_estimate_beside_optimistic_and_chance(run):
+    work, cfg, _ = run
+    summ = pq.read_table(work / "results/evaluation/summary.parquet").to_pandas()
+    assert set(summ["protocol"]) == set(cfg["protocols"])
+    loso = summ[summ.protocol == "loso"].set_index("estimate")
+    assert {"nested", "best_of_n", "median", "permuted", "paper_best_of_n", "paper_median",
+            "chance"} <= set(loso.index)
+    assert loso.loc["nested", "n_videos"] == 9 and loso.loc["nested", "n_subjects"] == 5
+    assert loso.loc["best_of_n", "optimistic"] and not loso.loc["nested", "optimistic"]
+    assert loso.loc["best_of_n", "auc"] >= loso.loc["median", "auc"]
+    assert loso.loc["chance", "auc"] == 0.5
+    choices = pq.read_table(work / "results/nested/loso/choices.parquet").to_pandas()
+    assert len(choices) == 5  # one choice per outer fold (subject)
+    md = (work / "results/evaluation/summary.md").read_text()
+    assert "OPTIMISTIC" in md and "| nested |" in md and "| chance |" in md
+    # the paper path is untouched by the new default (subject baseline: none)
+    assert read_provenance(work / "results/scores/mobilenet_v2/penultimate/loso/relieff"
+                           ".parquet")["params"]["baseline"] == "none"
+
+
 def test_no_face_video_is_recorded_and_skipped(run):
     work, _, _ = run
     qc = json.loads((work / "results/tracks/no_face.qc.json").read_text())
@@ -208,4 +228,6 @@ def test_adding_a_video_reruns_only_that_video_and_aggregations(run):
         # strain on by default: the video's strain signal, the strain table of all
         # videos, every fusion configuration (its features table changed) and Table 7
         "strain": 1, "gather_strain": 1, "fusion": n_agg, "evaluate_fusion": 1,
+        # nested model selection on by default: one search per protocol + the summary
+        "nested": len(cfg["protocols"]), "nested_summary": 1,
     }, counts

@@ -908,9 +908,10 @@ def rank_folds_array(X: np.ndarray, subjects: np.ndarray, y: np.ndarray,
 
 
 def rank_folds(table: pa.Table, split: pd.DataFrame, selector: str, params: dict,
-               max_k: int, prefilter: dict | None = None) -> pa.Table:
-    """:func:`rank_folds_array` on a gathered feature table."""
-    X = feature_matrix(table)
+               max_k: int, prefilter: dict | None = None, baseline: str = "none") -> pa.Table:
+    """:func:`rank_folds_array` on a gathered feature table (subject ``baseline`` removed
+    first, :mod:`neopain.baseline`)."""
+    X = feature_matrix(table, baseline)
     subjects = np.asarray(table.column("subject_id").to_pylist(), dtype=object)
     y = np.asarray(table.column("y").to_pylist(), dtype=np.int8)
     return rank_folds_array(X, subjects, y, split, selector, params, max_k, prefilter)

@@ -6,11 +6,18 @@ import numpy as np
 import pyarrow as pa
 
 
-def feature_matrix(table: pa.Table) -> np.ndarray:
-    """The ``features`` column as an (n_rows, dim) float32 matrix."""
+def feature_matrix(table: pa.Table, baseline: str = "none") -> np.ndarray:
+    """The ``features`` column as an (n_rows, dim) float32 matrix, with each subject's
+    ``baseline`` removed (:mod:`neopain.baseline`; label-free, transductive)."""
     col = table.column("features").combine_chunks()
     d = col.type.list_size
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32)
+    X = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32)
+    if baseline != "none":
+        from .baseline import subject_baseline
+
+        X = subject_baseline(X, table.column("subject_id").to_numpy(zero_copy_only=False),
+                             baseline)
+    return X
 
 
 def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:

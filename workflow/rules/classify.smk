@@ -12,6 +12,7 @@ rule classify:
         preset=config["classify"].get("preset", "paper"),
         search=config["classify"].get("search", {"enabled": False}),
         seed=config.get("seed", 0),
+        baseline=config["baseline"],
     threads: 1
     log:
         "logs/classify/{backbone}/{layer}/{protocol}/{selector}.log",

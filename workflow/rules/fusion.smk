@@ -36,6 +36,7 @@ rule fusion:
         preset=config["classify"].get("preset", "paper"),
         search=config["classify"].get("search", {"enabled": False}),
         seed=config.get("seed", 0),
+        baseline=config["baseline"],
     threads: 1
     log:
         "logs/fusion/{backbone}/{layer}/{protocol}/{selector}.log",

@@ -9,6 +9,7 @@ rule select:
         selector=lambda wc: SELECTORS[wc.selector],
         max_k=max(config["select"]["k"] + FUSION_RANK_K),  # fusion.smk: fusion.k too
         prefilter=config["select"].get("prefilter", {"method": "none"}),
+        baseline=config["baseline"],
     threads: 2
     log:
         "logs/select/{backbone}/{layer}/{protocol}/{selector}.log",

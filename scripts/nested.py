@@ -1,0 +1,55 @@
+"""Snakemake entry point: the nested model search of one protocol."""
+import _bootstrap  # noqa: F401
+from neopain import provenance, runtime
+
+
+def main(sm):
+    import logging
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from neopain.baseline import single_recording_subjects
+    from neopain.nested import (build_views, candidates, common_videos, nested_cv,
+                                permute_labels)
+    from neopain.tables import feature_matrix
+
+    log = logging.getLogger("nested")
+    p, spec = sm.params, dict(sm.params.spec)
+    tables = {}
+    for (b, layer), f in zip(p.tables, sm.input.features):
+        t = pq.read_table(f, columns=["video_id", "subject_id", "y", "features"])
+        tables[(b, layer)] = (feature_matrix(t), t.select(["video_id", "subject_id", "y"])
+                              .to_pandas())
+    tables, dropped = common_videos(tables)
+    if dropped:
+        log.warning("videos missing from some feature tables, left out: %s", dropped)
+    meta = next(iter(tables.values()))[1]
+    single = single_recording_subjects(meta["subject_id"], meta["video_id"])
+    if single and set(spec["baselines"]) - {"none"}:
+        log.info("subjects with one recording (degenerate baseline: their own recording): "
+                 "%s", single)
+    views = build_views(tables, spec["baselines"], dict(spec["poolings"]))
+    cands = candidates(views, list(spec["selection"]), dict(spec["models"]))
+    split = pq.read_table(sm.input.split).to_pandas()
+    kw = {"inner_splits": spec["inner_splits"], "seed": p.seed,
+          "ensembles": list(spec["ensembles"])}
+    t0 = time.perf_counter()
+    res = nested_cv(views, cands, split, **kw)
+    log.info("%d candidates x %d outer folds in %.1f s", len(cands),
+             split["fold"].nunique(), time.perf_counter() - t0)
+    if spec["permutation"]:
+        res["permuted"] = nested_cv(permute_labels(views, p.seed), cands, split,
+                                    **kw)["predictions"]
+    else:
+        res["permuted"] = res["predictions"].iloc[:0]
+    ups = [provenance.read_provenance(f) for f in [*sm.input.features, sm.input.split]]
+    cfg = {"spec": spec, "tables": [list(t) for t in p.tables], "seed": p.seed}
+    prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
+    for name in ("scores", "choices", "predictions", "permuted"):
+        provenance.write_table(pa.Table.from_pandas(res[name], preserve_index=False),
+                               sm.output[name], prov)
+
+
+runtime.run(snakemake, main)  # noqa: F821

@@ -1,0 +1,58 @@
+# Beyond the paper's protocol (issue 14): subject baselines, whole-feature video models
+# and nested model selection. nested: per protocol, every configuration (feature table x
+# baseline x pooling x selection x model x hyper-parameters) scored by inner CV on the
+# outer fold's training subjects, the best one scored on the outer test subjects
+# (neopain.nested); nested_summary: results/evaluation/summary.{md,parquet}, the nested
+# estimate beside best-of-N (optimistic), median, permuted-label and chance rows.
+
+NESTED = config["nested"]
+NESTED_ON = bool(NESTED["enabled"])
+NESTED_PROTOCOLS = list(NESTED["protocols"] or PROTOCOLS)
+NESTED_TABLES = (
+    [tuple(t.split("/")) for t in NESTED["tables"]] if NESTED["tables"] else LAYER_TARGETS
+)
+NESTED_PARTS = ("scores", "choices", "predictions", "permuted")
+NESTED_TARGETS = ["results/evaluation/summary.md"] if NESTED_ON else []
+
+
+rule nested:
+    """Nested model selection over the configured space, one protocol."""
+    input:
+        features=[f"results/features/{b}/{layer}/features.parquet" for b, layer in NESTED_TABLES],
+        split="results/splits/{protocol}.parquet",
+    output:
+        **{k: f"results/nested/{{protocol}}/{k}.parquet" for k in NESTED_PARTS},
+    params:
+        tables=NESTED_TABLES,
+        spec={k: v for k, v in NESTED.items() if k not in ("enabled", "protocols", "tables")},
+        seed=config["seed"],
+    threads: 1
+    log:
+        "logs/nested/{protocol}.log",
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/nested.py"
+
+
+rule nested_summary:
+    """The headline table: nested estimate, best-of-N (optimistic), median, chance."""
+    input:
+        **{k: [f"results/nested/{p}/{k}.parquet" for p in NESTED_PROTOCOLS] for k in NESTED_PARTS},
+        metrics="results/evaluation/metrics.parquet",
+    output:
+        md=report("results/evaluation/summary.md", category="Results"),
+        parquet="results/evaluation/summary.parquet",
+    params:
+        protocols=NESTED_PROTOCOLS,
+        n_boot=config["evaluate"]["n_boot"],
+        ci_level=config["evaluate"]["ci_level"],
+        seed=config["seed"],
+    log:
+        "logs/nested_summary.log",
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/nested_summary.py"
