@@ -39,8 +39,9 @@ def coerce_strings(value: Any, schema: Mapping, where: str = "config") -> Any:
     alts = [schema] + [s for key in ("oneOf", "anyOf") for s in schema.get(key, [])]
     if isinstance(value, str):
         types = [t for s in alts for t in _types(s)]
-        if not types or "string" in types:
-            return value
+        if not types or any("string" in _types(s) and value in s.get("enum", [value])
+                            for s in alts):
+            return value  # a string is allowed here (e.g. threshold: youden)
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
