@@ -355,7 +355,7 @@ def test_study_with_broken_videos_ends_with_tables_and_qc(shared_data, videos, t
     corrupt image, a no-face video as its own subject and a garbage file as its own
     subject: the run succeeds, Tables 5/6 exist, the QC table lists the bad ones."""
     work = tmp_path
-    cut = head_c(videos / "WolfgangLanger_Pexels.mp4", work / "cut.mp4", 0.2)
+    cut = head_c(videos / "WolfgangLanger_Pexels.mp4", work / "cut.mp4", 0.1)
     folder, n_files, bad = broken_folder(shared_data, work / "S106_004_broken")
     garbage = work / "garbage.mp4"
     garbage.write_bytes(b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 20)
@@ -391,7 +391,7 @@ def test_study_with_broken_videos_ends_with_tables_and_qc(shared_data, videos, t
     per_video = feats.groupby("video_id")["frame"].nunique()
     for vid in ("S106_006", "S125_008", "S125_007", "S106_004b", "cut"):
         kf = pq.read_table(work / f"results/keyframes/{vid}.parquet").to_pandas()
-        assert per_video[vid] == int(kf["keyframe"].sum()) > 0, vid  # complete
+        assert per_video[vid] == int(kf["keep"].sum()) > 0, vid  # every keyframe
     assert bad not in set(feats.loc[feats["video_id"] == "S106_004b", "frame"])
     assert not {"noface", "garbage"} & set(per_video.index)
 
@@ -403,5 +403,15 @@ def test_study_with_broken_videos_ends_with_tables_and_qc(shared_data, videos, t
 
     t5 = (ev / "table5.md").read_text()
     assert "stale table" not in t5 and "mobilenet_v2" in t5
-    assert (ev / "table6.md").is_file() or (ev / "table6.parquet").is_file()
+    assert (ev / "table6.md").is_file() and (ev / "table6.parquet").is_file()
     assert not (ev / "STALE.md").exists()
+
+    # a later run that fails (a new video, track.on_error: fail) leaves no stale table
+    # looking current: the evaluation files are set aside and listed
+    grown = work / "grown.tsv"
+    grown.write_text((work / "samples.tsv").read_text() + f"broken2\tS125\t{garbage}\tpain\n")
+    proc = snakemake(work, "--rerun-triggers", "mtime", "--config", "samples=grown.tsv",
+                     "track={on_error: fail}", check=False)
+    assert proc.returncode != 0
+    assert not (ev / "table5.md").exists() and (ev / "table5.md.stale").is_file()
+    assert "results/evaluation/table5.md" in (ev / "STALE.md").read_text()

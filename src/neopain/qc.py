@@ -168,7 +168,8 @@ def summary_markdown(table: pa.Table, samples) -> str:
             known = r.frames_lost == r.frames_lost and r.frames_lost is not None  # not NaN
             lost = int(r.frames_lost) if known else \
                 ("unknown" if r.status in ("partial", "error") else "")
-            problem = str(r.error or "").replace("|", "\\|")[:200]
+            problem = r.error if isinstance(r.error, str) else ""
+            problem = problem.replace("|", "\\|")[:200]
             out.append(f"| {r.video_id} | {r.subject_id} | {r.status} | {r.n_ok} / "
                        f"{r.n_frames} | {lost} | {'yes' if r.used else 'no'} | {problem} |")
         out.append("")
