@@ -29,6 +29,7 @@ rule all:
         "results/evaluation/table5.md",
         "results/evaluation/metrics.parquet",
         "results/qc/tracking.parquet",
+        "results/qc/tracking.md",  # videos not ok and subjects left out, with the reason
         # every ROC figure: a newly configured backbone/layer/texture reruns evaluate
         [f"results/evaluation/roc/{b}/{layer}/{p}.png" for b, layer, p in ROC_TARGETS],
         FINETUNE_TARGETS,  # [] unless finetune.enabled (workflow/rules/finetune.smk)

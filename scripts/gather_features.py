@@ -11,7 +11,7 @@ def main(sm):
     from neopain.samples import load_samples
 
     p = sm.params
-    samples = load_samples(sm.input.samples, p.labels, p.data_root)
+    samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)
     per_video = {Path(f).stem: f for f in sm.input.videos}
     ups = [provenance.read_provenance(f) for f in sm.input.videos]
     prov = provenance.make_provenance(

@@ -13,7 +13,7 @@ def main(sm):
 
     p = sm.params
     peaks = peak_params(p.peaks)
-    samples = load_samples(sm.input.samples, p.labels, p.data_root)
+    samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)
     rows, ups = [], []
     for f in sm.input.signals:
         vid = Path(f).name.removesuffix(".parquet")

@@ -15,7 +15,7 @@ def test_samples_ok_and_error(tmp_path, capsys):
     bad = tmp_path / "b.tsv"
     bad.write_text("video_id\tsubject_id\tpath\tlabel\nv1\tS1\tnope.mp4\tpain\n")
     assert main(["samples", str(bad)]) == 2
-    assert "row 2 (video_id='v1'): field 'path'" in capsys.readouterr().err
+    assert "line 2 (video_id='v1'): field 'path'" in capsys.readouterr().err
 
 
 def test_provenance(tmp_path, capsys):

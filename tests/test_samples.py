@@ -45,27 +45,27 @@ def test_duplicate_id(tmp_path):
     p = write(tmp_path, "video_id\tsubject_id\tpath\tlabel\nv1\ts1\ta.mp4\tpain\n"
                         "v1\ts2\ta.mp4\tpain\n")
     with pytest.raises(SampleSheetError,
-                       match=r"row 3 \(video_id='v1'\): field 'video_id' duplicates row 2"):
+                       match=r"line 3 \(video_id='v1'\): field 'video_id' duplicates line 2"):
         load_samples(p, LABELS)
 
 
 def test_empty_id(tmp_path):
     p = write(tmp_path, "video_id\tsubject_id\tpath\tlabel\n\ts1\ta.mp4\tpain\n")
-    with pytest.raises(SampleSheetError, match=r"row 2: field 'video_id' is empty"):
+    with pytest.raises(SampleSheetError, match=r"line 2: field 'video_id' is empty"):
         load_samples(p, LABELS)
 
 
 def test_unknown_label(tmp_path):
     p = write(tmp_path, "video_id\tsubject_id\tpath\tlabel\nv1\ts1\ta.mp4\thurts\n")
     with pytest.raises(SampleSheetError,
-                       match=r"row 2 \(video_id='v1'\): field 'label' has unknown label 'hurts'"):
+                       match=r"line 2 \(video_id='v1'\): field 'label' has unknown label 'hurts'"):
         load_samples(p, LABELS)
 
 
 def test_bad_path(tmp_path):
     p = write(tmp_path, "video_id\tsubject_id\tpath\tlabel\nv1\ts1\tmissing.mp4\tpain\n")
     with pytest.raises(SampleSheetError,
-                       match=r"row 2 \(video_id='v1'\): field 'path': .*missing.mp4 does not exist"):
+                       match=r"line 2 \(video_id='v1'\): field 'path': .*missing.mp4 does not exist"):
         load_samples(p, LABELS)
 
 

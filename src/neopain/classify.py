@@ -176,8 +176,17 @@ def score_folds(
                         "no test rows" if not te.any() else "no ranking: selector not fitted")
             continue
         ytr = meta.loc[tr, "y"].to_numpy()
-        for k in ks:
-            cols = rank[: min(k, len(rank))]
+        done: set[int] = set()
+        for k_asked in ks:
+            k = min(k_asked, len(rank))  # the real k: never more than the ranked features
+            if k < k_asked:
+                log.warning("protocol %s fold %s: select.k=%d exceeds the %d ranked features; "
+                            "scored as k=%d%s", protocol, fold, k_asked, len(rank), k,
+                            " (already scored)" if k in done else "")
+            if k in done:
+                continue
+            done.add(k)
+            cols = rank[:k]
             Xtr, Xte = X[np.ix_(tr, cols)], X[np.ix_(te, cols)]
             for cname, cparams in classifiers.items():
                 model = make_pipeline(cname, cparams, seed, preset, n_features=len(cols))

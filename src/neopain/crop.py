@@ -160,6 +160,10 @@ def decode_jpeg(b: bytes, reduce: int = 1, grey: bool = False) -> np.ndarray:
     return img if grey else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def _skip_bad_image(index: int, exc: Exception) -> None:
+    log.warning("%s (frame %d skipped, as in the track)", exc, index)
+
+
 def crop_video(
     path: str | os.PathLike,
     track_table: pa.Table,
@@ -172,7 +176,11 @@ def crop_video(
     The frames are matched to the track by index; a timestamp that differs
     from the track's (by more than 1 us) or an ok frame the source no longer
     has raises ``ValueError`` (the track belongs to another version of the
-    source).  Decoding stops after the last ok frame.
+    source).  Decoding stops after the last ok frame, so a truncated source whose
+    track kept the frames before the cut (status ``partial``) is cropped without
+    reading the broken tail; a frame folder's unreadable images are skipped as the
+    track skipped them.  A source with no ok frame (``error``, ``no_face``) is not
+    decoded at all: its table is empty.
     """
     ok_rows: dict[int, tuple[float, np.ndarray]] = {}
     t = track_table.select(["frame", "timestamp", "ok", "landmarks"]).to_pydict()
@@ -185,7 +193,8 @@ def crop_video(
     cols: dict[str, list[Any]] = {f.name: [] for f in CROP_SCHEMA}
     if ok_rows:
         last = max(ok_rows)
-        for fr in iter_frames(path, fps_for_images=fps_for_images, max_frames=last + 1):
+        for fr in iter_frames(path, fps_for_images=fps_for_images, max_frames=last + 1,
+                              on_bad_image=_skip_bad_image):
             row = ok_rows.get(fr.index)
             if row is None:
                 continue

@@ -635,7 +635,7 @@ def read_video_sheet(path: str | os.PathLike, data_root: str | os.PathLike | Non
     out: dict[str, str] = {}
     for i, r in df.iterrows():
         vid, p = str(r["video_id"]).strip(), str(r["path"]).strip()
-        row = f"{path}: row {i + 2} (video_id={vid!r})"
+        row = f"{path}: line {df.attrs['lines'][i]} (video_id={vid!r})"
         if not ID_RE.match(vid):
             raise ValueError(f"{row}: video_id must match {ID_RE.pattern}")
         if vid in out:

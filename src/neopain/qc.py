@@ -7,6 +7,10 @@ over the tracked frames, each with its five landmarks (eyes green, nose blue, mo
 corners red), dense landmarks (white dots, when the backend gives them), frame
 index and orientation.
 
+:func:`summary_table` / :func:`summary_markdown` gather every video's QC record into
+``results/qc/tracking.parquet`` and ``tracking.md`` (the videos that were not ok, the
+subjects left out of the splits and why).
+
 Privacy: infant video is protected health information.  With ``show_faces=False``
 (the default, config ``report.show_faces``) no pixel of any frame is used: the
 landmarks are drawn on a blank grey canvas.  With ``True`` the crops themselves are
@@ -25,7 +29,7 @@ import pyarrow as pa
 
 from .crop import decode_jpeg, transform_points
 
-__all__ = ["REASON_COLOURS", "montage", "write_png"]
+__all__ = ["REASON_COLOURS", "montage", "summary_markdown", "summary_table", "write_png"]
 
 REASON_COLOURS = {  # RGB
     "ok": (40, 170, 60),
@@ -120,3 +124,62 @@ def write_png(rgb: np.ndarray, path: str | os.PathLike) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+SUMMARY_SCHEMA = pa.schema([
+    ("video_id", pa.string()), ("n_frames", pa.int64()), ("n_ok", pa.int64()),
+    ("success_rate", pa.float64()), ("status", pa.string()), ("error", pa.string()),
+    ("detector", pa.string()), ("montage", pa.string()),
+    # added by issue 16 (existing columns unchanged):
+    ("subject_id", pa.string()), ("frames_lost", pa.int64()), ("used", pa.bool_())])
+
+
+def summary_table(rows: list[dict[str, Any]], samples, montages: dict[str, str]) -> pa.Table:
+    """One row per video: tracking QC, its subject, frames lost, ``used`` (has an ok
+    frame, so it reaches the feature tables)."""
+    cols = {k: [r.get(k) for r in rows]
+            for k in ("video_id", "n_frames", "n_ok", "success_rate", "status", "error",
+                      "frames_lost")}
+    cols["detector"] = [(r.get("detector") or {}).get("name") for r in rows]
+    cols["montage"] = [montages.get(r.get("video_id")) for r in rows]
+    cols["subject_id"] = [samples.loc[v, "subject_id"] if v in samples.index else None
+                          for v in cols["video_id"]]
+    cols["used"] = [int(r.get("n_ok") or 0) > 0 for r in rows]
+    return pa.table({f.name: cols[f.name] for f in SUMMARY_SCHEMA}, schema=SUMMARY_SCHEMA)
+
+
+def summary_markdown(table: pa.Table, samples) -> str:
+    """Markdown: status counts, every video that is not ``ok``, subjects left out."""
+    from .split import usable_subjects
+
+    df = table.to_pandas()
+    counts = df["status"].value_counts().to_dict()
+    out = ["# Tracking QC", "",
+           f"{len(df)} videos: " + ", ".join(f"{counts[k]} {k}" for k in sorted(counts)), "",
+           "Statuses: `ok` (>= half the frames tracked), `low_success`, `partial` (part of "
+           "the source unreadable: `frames_lost`; the frames read are used), `no_face`, "
+           "`error` (nothing readable); `no_face` and `error` videos have no features.", ""]
+    bad = df[df["status"] != "ok"]
+    if len(bad):
+        out += ["## Videos not ok", "",
+                "| video | subject | status | frames ok / read | frames lost | used | problem |",
+                "|---|---|---|---|---|---|---|"]
+        for r in bad.itertuples():
+            known = r.frames_lost == r.frames_lost and r.frames_lost is not None  # not NaN
+            lost = int(r.frames_lost) if known else \
+                ("unknown" if r.status in ("partial", "error") else "")
+            problem = r.error if isinstance(r.error, str) else ""
+            problem = problem.replace("|", "\\|")[:200]
+            out.append(f"| {r.video_id} | {r.subject_id} | {r.status} | {r.n_ok} / "
+                       f"{r.n_frames} | {lost} | {'yes' if r.used else 'no'} | {problem} |")
+        out.append("")
+    qc = {r.video_id: {"status": r.status, "n_ok": r.n_ok} for r in df.itertuples()}
+    _, excluded = usable_subjects(samples, qc)
+    out += ["## Subjects left out of the splits", ""]
+    if len(excluded):
+        out += ["| subject | label | videos | reason |", "|---|---|---|---|"]
+        out += [f"| {r.subject_id} | {r.label} | {r.videos} | {r.reason} |"
+                for r in excluded.itertuples()]
+    else:
+        out.append("none: every subject has a video with tracked frames")
+    return "\n".join(out) + "\n"

@@ -105,8 +105,10 @@ __all__ = [
     "Detector",
     "MTCNNDetector",
     "REASONS",
+    "STATUSES",
     "TRACK_SCHEMA",
     "TrackParams",
+    "qc_status",
     "associate",
     "build_detector",
     "make_detector",
@@ -558,14 +560,16 @@ def track_video(
 
     ``on_error``: what a :class:`VideoError` while decoding does -- ``"fail"``
     re-raises it; ``"record"`` returns the rows of the frames decoded before it
-    and a QC record with ``status`` ``"error"`` and ``error`` (the message).
+    (a frame folder's unreadable images are skipped, the others tracked) and
+    records the problem in ``error`` (the message) and ``frames_lost``.
 
     Returns ``(table, qc)``: ``table`` follows :data:`TRACK_SCHEMA`; ``qc`` has
-    ``n_frames``, ``n_ok``, ``success_rate``, ``status`` (``ok`` when the rate is
-    >= 0.5, ``low_success`` when 0 < rate < 0.5, ``no_face`` when nothing was
-    tracked, ``error``), ``reasons``, ``orientations`` (ok frames per
-    orientation), ``detector_calls``, ``error``, ``params`` and ``detector``
-    (``detector.info()``); no timings (the elapsed time is logged).
+    ``n_frames``, ``n_ok``, ``success_rate``, ``status``, ``frames_lost`` (frames
+    of the source that could not be read: truncated tail, unreadable images;
+    ``None`` when a broken container does not say how many), ``reasons``,
+    ``orientations`` (ok frames per orientation), ``detector_calls``, ``error``,
+    ``params`` and ``detector`` (``detector.info()``); no timings (the elapsed
+    time is logged).  :func:`qc_status` gives the status.
     """
     if on_error not in ("fail", "record"):
         raise ValueError(f"on_error must be 'fail' or 'record', got {on_error!r}")
@@ -583,6 +587,14 @@ def track_video(
     n_cuts = 0
     last_thumb: list[np.ndarray | None] = [None]
     error: str | None = None
+    lost: int | None = 0
+    bad_images: list[str] = []
+
+    def bad_image(index: int, exc: VideoError) -> None:
+        nonlocal lost
+        lost = (lost or 0) + 1
+        bad_images.append(f"frame {index}: {exc}")
+        log.error("%s (frame %d skipped)", exc, index)
 
     def emit(row):
         nonlocal n
@@ -621,7 +633,8 @@ def track_video(
         pending.clear()
 
     source = frames if frames is not None else iter_frames(
-        path, fps_for_images=fps_for_images, max_frames=max_frames)
+        path, fps_for_images=fps_for_images, max_frames=max_frames,
+        on_bad_image=bad_image if on_error == "record" else None)
     it = iter(source)
     try:
         while True:
@@ -673,6 +686,7 @@ def track_video(
         if on_error == "fail":
             raise
         error = str(exc)
+        lost = None if exc.frames_lost is None else (lost or 0) + exc.frames_lost
         log.error("%s", error)
     if pending and error is None:  # the last skipped frames: search the last one
         frame, vw = pending.pop()
@@ -680,6 +694,9 @@ def track_video(
         flush_pending(row)
         emit(row)
     flush_pending(None)
+    if bad_images:
+        error = "; ".join(filter(None, [error, f"{len(bad_images)} unreadable image(s) "
+                                        f"skipped, first {bad_images[0]}"]))
 
     if p.smooth:
         _smooth_rows(rows, p)
@@ -692,14 +709,7 @@ def track_video(
             orient[str(r["orientation"])] += 1
     n_ok = reasons["ok"]
     rate = n_ok / n if n else 0.0
-    if error is not None:
-        status = "error"
-    elif n_ok == 0:
-        status = "no_face"
-    elif rate >= 0.5:
-        status = "ok"
-    else:
-        status = "low_success"
+    status = qc_status(n, n_ok, error)
     seconds = time.perf_counter() - t0
     info = detector.info()
     if refiner is not None:
@@ -710,6 +720,7 @@ def track_video(
         "success_rate": rate,
         "status": status,
         "error": error,
+        "frames_lost": lost,
         "reasons": reasons,
         "orientations": orient,
         "detector_calls": dict(tr.calls),
@@ -722,6 +733,28 @@ def track_video(
     log.info("%s: %d/%d frames tracked (%s) in %.1f s (%.1f frames/s)", path, n_ok, n, status,
              seconds, n / seconds if seconds > 0 else float("nan"))
     return table, qc
+
+
+STATUSES = ("ok", "low_success", "partial", "no_face", "error")
+
+
+def qc_status(n_frames: int, n_ok: int, error: str | None) -> str:
+    """A source's tracking status, the first that applies:
+
+    ``error``: no frame could be read; ``no_face``: frames read, no face tracked;
+    ``partial``: faces tracked, but part of the source could not be read (a truncated
+    video's tail, a frame folder's unreadable images: ``frames_lost``); ``ok``: at
+    least half the frames tracked; ``low_success``: fewer.  ``error`` and ``no_face``
+    sources have no crops and are left out downstream; ``partial`` ones are used with
+    the frames that were read.
+    """
+    if error is not None and n_frames == 0:
+        return "error"
+    if n_ok == 0:
+        return "no_face"
+    if error is not None:
+        return "partial"
+    return "ok" if n_ok / n_frames >= 0.5 else "low_success"
 
 
 def _to_table(rows: list[dict]) -> pa.Table:

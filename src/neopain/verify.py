@@ -57,7 +57,10 @@ def _locate(results: Path) -> tuple[Path, Path]:
         return rec, rec.resolve().parents[2]
     if (results / "provenance" / "run.json").is_file():
         return results / "provenance" / "run.json", results.resolve().parent
-    return results / RECORD_PATH, results.resolve()
+    if (results / RECORD_PATH).is_file() or (results / RECORD_PATH.parts[0]).is_dir():
+        return results / RECORD_PATH, results.resolve()  # a workdir
+    # a results folder without a record (or no folder at all): name the expected record
+    return results / "provenance" / "run.json", results.resolve().parent
 
 
 def verify(results: str | os.PathLike = "results") -> VerifyReport:

@@ -41,7 +41,15 @@ Truncated files
 
     Both raise :class:`VideoError` naming the file and the number of frames
     decoded before the problem.  Note that this check fires only after the
-    frames that did decode have been yielded.
+    frames that did decode have been yielded.  ``VideoError.frames_lost`` is the
+    number of frames the container declared but that never decoded (from the
+    packet count, else the duration; ``None`` when the container declares neither).
+
+Unreadable images in a frame folder
+    By default the first unreadable image raises :class:`VideoError`.  With
+    ``on_bad_image`` the image is reported to that callback and skipped; the other
+    frames keep their index (the position in the folder), so a re-read with the same
+    callback yields the same frames.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ import os
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import cv2
 import numpy as np
@@ -77,9 +85,11 @@ __all__ = [
 class VideoError(Exception):
     """A source cannot be read.  The message always starts with the path."""
 
-    def __init__(self, path: str | os.PathLike, problem: str):
+    def __init__(self, path: str | os.PathLike, problem: str,
+                 frames_lost: int | None = None):
         self.path = str(path)
         self.problem = problem
+        self.frames_lost = frames_lost  #: frames declared but not decoded (None: unknown)
         super().__init__(f"{self.path}: {problem}")
 
 
@@ -128,11 +138,20 @@ def _read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _iter_images(files: list[Path], fps: float, max_frames: int | None) -> Iterator[Frame]:
+def _iter_images(files: list[Path], fps: float, max_frames: int | None,
+                 on_bad_image: Callable[[int, VideoError], None] | None = None
+                 ) -> Iterator[Frame]:
     for index, file in enumerate(files):
         if max_frames is not None and index >= max_frames:
             return
-        yield Frame(index, index / fps, _read_image(file))
+        try:
+            image = _read_image(file)
+        except VideoError as exc:
+            if on_bad_image is None:
+                raise
+            on_bad_image(index, exc)
+            continue
+        yield Frame(index, index / fps, image)
 
 
 def _iter_video(path: Path, fps_for_images: float, max_frames: int | None) -> Iterator[Frame]:
@@ -167,9 +186,12 @@ def _iter_video(path: Path, fps_for_images: float, max_frames: int | None) -> It
                     last_time = timestamp
                     yield Frame(index, timestamp, frame.to_ndarray(format="rgb24"))
                     index += 1
+                    if max_frames is not None and index >= max_frames:
+                        return  # all that was asked for: what follows is not read
         except av.FFmpegError as exc:
             raise VideoError(
-                path, f"decode error after {index} frame(s) (at frame index {index}): {exc}"
+                path, f"decode error after {index} frame(s) (at frame index {index}): {exc}",
+                frames_lost=_frames_lost(stream, container, fps, index, last_time),
             ) from exc
 
         if index == 0:
@@ -183,6 +205,7 @@ def _iter_video(path: Path, fps_for_images: float, max_frames: int | None) -> It
                     f"truncated: the stream ended after {n_packets} of {declared_frames} "
                     f"packets declared by the container ({index} frame(s) decoded, "
                     f"stopped at frame index {index})",
+                    frames_lost=max(0, declared_frames - index),
                 )
         else:
             declared_end = None
@@ -200,19 +223,38 @@ def _iter_video(path: Path, fps_for_images: float, max_frames: int | None) -> It
                         f"truncated: decoding stopped at {reached:.3f} s of a declared "
                         f"{declared_end:.3f} s ({index} frame(s) decoded, stopped at "
                         f"frame index {index})",
+                        frames_lost=max(1, int(round((declared_end - reached) * fps))),
                     )
         log.debug("%s: decoded %d frames (%d packets)", path, index, n_packets)
+
+
+def _frames_lost(stream, container, fps: float, decoded: int,
+                 last_time: float | None) -> int | None:
+    """Frames a broken stream declared but did not decode (None: it declares nothing)."""
+    if stream.frames:
+        return max(0, int(stream.frames) - decoded)
+    end = None
+    if stream.duration is not None and stream.time_base is not None:
+        end = float(((stream.start_time or 0) + stream.duration) * Fraction(stream.time_base))
+    elif container.duration is not None:
+        end = (container.duration + (container.start_time or 0)) / 1e6
+    if end is None:
+        return None
+    reached = (last_time + 1.0 / fps) if last_time is not None else 0.0
+    return max(0, int(round((end - reached) * fps)))
 
 
 def iter_frames(
     path: str | os.PathLike,
     fps_for_images: float = 30.0,
     max_frames: int | None = None,
+    on_bad_image: Callable[[int, VideoError], None] | None = None,
 ) -> Iterator[Frame]:
     """Stream the frames of a video file, a frame folder or a single image.
 
-    ``max_frames`` stops after that many frames (for tests / previews; the
-    truncation check is then skipped).  A missing path or an empty directory
+    ``max_frames`` stops after that many frames, reading nothing beyond them (the
+    truncation check is then skipped).  ``on_bad_image(index, error)`` skips
+    unreadable images of a frame folder instead of raising.  A missing path or an empty directory
     raises :class:`VideoError` immediately; unreadable / corrupt / truncated
     data raises it while iterating.
     """
@@ -231,7 +273,7 @@ def iter_frames(
                 "directory contains no image files "
                 f"({', '.join(sorted(IMAGE_EXTENSIONS))})",
             )
-        return _iter_images(files, float(fps_for_images), max_frames)
+        return _iter_images(files, float(fps_for_images), max_frames, on_bad_image)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return _iter_images([path], float(fps_for_images), max_frames)
     return _iter_video(path, float(fps_for_images), max_frames)

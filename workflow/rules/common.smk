@@ -1,7 +1,11 @@
+import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -10,24 +14,43 @@ _SRC = Path(workflow.basedir) / "src"
 if _SRC.is_dir() and str(_SRC) not in sys.path:
     sys.path.insert(0, str(_SRC))
 
-from neopain.samples import SampleSheetError, load_samples  # noqa: E402
+from neopain.samples import (  # noqa: E402
+    SampleSheetError,
+    check_study,
+    load_samples,
+    missing_paths,
+)
+from neopain.studyconfig import (  # noqa: E402
+    ConfigError,
+    check_backbones,
+    coerce_strings,
+    select_run,
+)
 
+# --config key='{nested: true}' arrives as strings: read them as the schema's types
+_SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+config.update(coerce_strings(dict(config), yaml.safe_load(_SCHEMA.read_text())))
 validate(config, schema="../schemas/config.schema.yaml")
 if config["positive_label"] not in config["labels"]:
     raise WorkflowError(
         f"config: positive_label {config['positive_label']!r} is not one of labels "
         f"{config['labels']}"
     )
+# Everything but the sheet's paths is checked here, before any job; the paths are checked
+# when the DAG is built (video_source), so --lint and --dry-run need no data.
 try:
-    SAMPLES = load_samples(config["samples"], config["labels"], config.get("data_root"))
-except SampleSheetError as exc:
+    SAMPLES = load_samples(config["samples"], config["labels"], config.get("data_root"),
+                           check_paths=False)
+    BACKBONES, PROTOCOLS = select_run(config)  # run.{backbones,protocols}, default: all
+    check_study(SAMPLES, config["labels"], PROTOCOLS)
+    if workflow.is_main_process:  # not again in every cluster job
+        check_backbones(BACKBONES)
+except (SampleSheetError, ConfigError) as exc:
     raise WorkflowError(str(exc)) from None
 for _rec in SAMPLES[["video_id", "subject_id", "path", "label"]].to_dict("records"):
     validate(_rec, schema="../schemas/samples.schema.yaml")
 
 VIDEOS = list(SAMPLES.index)
-BACKBONES = config["extract"]["backbones"]
-PROTOCOLS = config["protocols"]
 SELECTORS = config["select"]["selectors"]
 LAYER_TARGETS = [(b, layer) for b, spec in BACKBONES.items() for layer in spec["layers"]]
 # texture baselines (texture.smk): enabled ones are one more backbone x layer ("grid")
@@ -43,8 +66,21 @@ wildcard_constraints:
     selector=r"[A-Za-z0-9_]+",
 
 
+_PATHS_CHECKED = []
+
+
 def video_source(wildcards):
-    return SAMPLES.loc[wildcards.video, "abspath"]
+    """The video's path; every sheet path is checked once, when the DAG is built: a real
+    run stops naming each missing path's line, a dry run warns and plans without it."""
+    path = SAMPLES.loc[wildcards.video, "abspath"]
+    if not _PATHS_CHECKED:
+        _PATHS_CHECKED.append(True)
+        problems = missing_paths(SAMPLES)
+        if problems and not workflow.dryrun:
+            raise WorkflowError("sample sheet paths missing:\n" + "\n".join(problems))
+        for problem in problems:
+            logger.warning(f"dry run without the data: {problem}")
+    return path if not workflow.dryrun or os.path.exists(path) else []
 
 
 def video_params(wildcards):

@@ -1,7 +1,8 @@
 rule split:
-    """Subject-disjoint folds of one protocol."""
+    """Subject-disjoint folds of one protocol, over the subjects with usable frames."""
     input:
         samples=config["samples"],
+        qc=expand("results/tracks/{video}.qc.json", video=VIDEOS),
     output:
         "results/splits/{protocol}.parquet",
     params:

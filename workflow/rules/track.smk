@@ -22,12 +22,18 @@ rule track:
 
 
 rule qc_summary:
-    """Tracking QC of every video in one table (and every video's montage built)."""
+    """Tracking QC of every video in one table (and every video's montage built), and
+    results/qc/tracking.md: the videos that were not ok and the subjects left out."""
     input:
         qc=expand("results/tracks/{video}.qc.json", video=VIDEOS),
         montages=expand("results/qc/{video}.montage.png", video=VIDEOS),
+        samples=config["samples"],
     output:
-        "results/qc/tracking.parquet",
+        table="results/qc/tracking.parquet",
+        md="results/qc/tracking.md",
+    params:
+        labels=config["labels"],
+        data_root=config.get("data_root"),
     log:
         "logs/qc_summary.log",
     conda:
