@@ -33,4 +33,5 @@ rule all:
         FINETUNE_TARGETS,  # [] unless finetune.enabled (workflow/rules/finetune.smk)
         EXPORT_TARGETS,  # [] unless export.enabled / predict.model+videos (export.smk)
         TABLE7,  # [] unless strain.enabled (workflow/rules/fusion.smk)
+        REPORT_TARGETS,  # landing text and HTML result pages (workflow/rules/report.smk)
     default_target: True
