@@ -168,6 +168,10 @@ def summary_lines(f: Mapping[str, Any]) -> list[str]:
         lines.append(f"Chance level: always answering \"{c['answer']}\" (the larger class, "
                      f"{c['n_major']} of {c['n']} recordings) gives accuracy "
                      f"{c['accuracy']:.3f}, balanced accuracy 0.500 and AUC 0.500.")
+    lines.append("Where: the report is built by `snakemake --report results/report.html` "
+                 "(or `make report`); tables in results/evaluation/ (Parquet, Markdown), "
+                 "their HTML pages in results/report/, per-video predictions in "
+                 "results/evaluation/per_video.parquet.")
     return lines
 
 

@@ -119,10 +119,13 @@ def qc_page(qc: pd.DataFrame, left_out: list[dict], show_faces) -> str:
              "blurred": "with blurred faces (report.show_faces: blurred)"}.get(
         show_faces, "without any face pixel: landmarks on a blank canvas "
                     "(report.show_faces: false)")
+    meaning = {"ok": "a face was tracked in enough frames",
+               "partial": "only part of the recording is usable",
+               "low_success": "a face was tracked in too few frames",
+               "no_face": "no face was found", "error": "the video could not be read"}
+    said = "; ".join(f"{st}: {meaning[st]}" for st in counts["status"] if st in meaning)
     parts = [
-        caption(f"{len(qc)} recordings were tracked. A recording's status is ok when a face "
-                "was tracked, partial when only some of it was usable, no_face when none was "
-                "found and error when it could not be read."),
+        caption(f"{len(qc)} recordings were tracked. " + (f"Status {said}." if said else "")),
         "<h2>Recordings per tracking status</h2>",
         table(display(counts, {"share": "share of recordings"})),
         "<h2>Share of frames with a tracked face, per recording</h2>",
