@@ -35,6 +35,8 @@ def main(sm):
     }
     if "table7" in inp.keys():
         pages[out.table7] = rp.table7_page(read(inp.table7), notes)
+    if "finetune" in inp.keys():
+        pages[out.finetune] = rp.finetune_page(read(inp.finetune), notes)
     for path, text in pages.items():
         provenance.write_text(text, path)
     provenance.write_text(metrics.to_csv(index=False), out.metrics_csv)

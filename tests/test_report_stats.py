@@ -215,3 +215,18 @@ def test_headline_nested_when_given_else_best_of_n_upper_bound():
                                 n_configurations=40, optimistic=True)])
     h = headline(t5, m, nested)
     assert h["source"] == "nested" and h["auc"] == 0.71 and not h["optimistic"]
+
+
+def test_result_pages_are_html_tables_with_chance_row_and_words():
+    from neopain.report_pages import best_table_page, finetune_page
+
+    scores = _rows(MIXED)
+    m = metrics_table(scores, n_boot=50)
+    html = best_table_page(table5(m), chance_table(m), "Table 5", "keyframe accuracy", 1, [])
+    assert html.count("<table") == 1 and '<tr class="chance">' in html
+    assert "CI n/a (too few subjects)" in html and "balanced accuracy per recording" in html
+    ft = pd.DataFrame({"method": ["frozen", "finetune"], "frame_auc": [0.7, 0.8],
+                       "frame_auc_lo": [0.6, 0.7], "frame_auc_hi": [0.8, 0.9],
+                       "n_subjects": [30, 30], "p_frame_vs_frozen": [np.nan, 1e-6]})
+    page = finetune_page(ft, [])
+    assert "&lt; 0.001" in page and "0.800 (0.700\u20130.900)" in page   # HTML-escaped

@@ -101,6 +101,15 @@ def table7_page(t7: pd.DataFrame, notes: list[str]) -> str:
                 + [caption(n, "note") for n in notes])
 
 
+def finetune_page(ft: pd.DataFrame, notes: list[str]) -> str:
+    cap = ("Frozen features (the best Table 5 configuration) against fine-tuned and "
+           "cascaded fine-tuned networks, per backbone and protocol, per keyframe and per "
+           "recording; p: subject-clustered DeLong test against the method named in the "
+           "column. Each cell: estimate (95% CI, bootstrap over subjects).")
+    return page("Fine-tuning", [caption(cap), table(display(ft, _names(ft)))]
+                + [caption(n, "note") for n in notes])
+
+
 def qc_page(qc: pd.DataFrame, left_out: list[dict], show_faces) -> str:
     """Tracking QC: counts per status (whatever statuses the QC table has), the
     distribution of per-video success rates, and the recordings left out and why."""

@@ -26,6 +26,8 @@ onsuccess:
 REPORT_OPTIONAL = {}
 if TABLE7:
     REPORT_OPTIONAL["table7"] = "results/evaluation/table7.parquet"
+if FT_ENABLED:
+    REPORT_OPTIONAL["finetune"] = "results/evaluation/finetune.parquet"
 if globals().get("NESTED_TARGETS"):
     REPORT_OPTIONAL["nested"] = "results/evaluation/summary.parquet"
 _RESULTS = "1. Results"
@@ -73,6 +75,10 @@ rule report_pages:
         **({"table7": report("results/report/table7.html", caption="../report/table7.rst",
                              category=_RESULTS, subcategory="Tables 5 and 6")}
            if TABLE7 else {}),
+        **({"finetune": report("results/report/finetune.html",
+                               caption="../report/finetune.rst", category=_RESULTS,
+                               subcategory="Fine-tuning")}
+           if FT_ENABLED else {}),
     params:
         evaluate=config.get("evaluate", {}),
         show_faces=config.get("report", {}).get("show_faces", False),
