@@ -46,6 +46,9 @@ CONFIG = ["backbone", "layer", "protocol", "selector", "k", "classifier"]
 EXTRA = ["features"]
 AGGREGATIONS = ("mean", "median", "max", "quantile")
 CI_METRICS = ("accuracy", "auc", "balanced_accuracy", "sensitivity", "specificity", "f1")
+#: a percentile bootstrap over fewer subjects than this gives no usable interval: the
+#: report prints such intervals as "n/a (too few subjects)" and draws no ROC band
+MIN_SUBJECTS_CI = 10
 #: metrics of Tables 5-7, each with its CI, at frame and video level
 TABLE_METRICS = ("accuracy", "auc", "balanced_accuracy", "sensitivity", "specificity")
 
@@ -452,6 +455,11 @@ def roc_curves_for(scores: pd.DataFrame, best_row: pd.Series, aggregation: str =
         label = (f"per {'keyframe' if lv == 'frame' else 'recording'} ({len(y)} {unit}, "
                  f"{int((y == 1).sum())} positive): AUC "
                  + ("n/a" if auc is None or pd.isna(auc) else f"{auc:.3f}"))
+        n_subj = df["subject_id"].nunique()
+        if n_subj < MIN_SUBJECTS_CI:
+            label += ", CI n/a (too few subjects)"
+            out.append((label, y, df["score"].to_numpy()))     # no band either
+            continue
         if lo is not None and not pd.isna(lo):
             label += f" [{lo:.3f}, {hi:.3f}]"
         out.append((label, y, df["score"].to_numpy(), df["subject_id"].to_numpy()))

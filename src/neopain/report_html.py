@@ -17,10 +17,7 @@ import math
 
 import pandas as pd
 
-from .evaluate import format_p, is_p_column
-
-#: a percentile bootstrap over fewer subjects than this gives no usable interval
-MIN_SUBJECTS_CI = 10
+from .evaluate import MIN_SUBJECTS_CI, format_p, is_p_column
 TOO_FEW = "n/a (too few subjects)"
 #: tables longer than this get click-to-sort headers
 SORTABLE_ROWS = 12
