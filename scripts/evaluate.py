@@ -6,10 +6,10 @@ from neopain import provenance, runtime
 def main(sm):
     import pyarrow as pa
 
-    from neopain.evaluate import (chance_table, constant_only, delong_table, metrics_table,
-                                  per_subject, per_video, plot_roc, read_score_files,
-                                  roc_curves_for, table5, table6, to_markdown,
-                                  with_ci_columns, with_chance_rows)
+    from neopain.chance import chance_table, with_chance_rows
+    from neopain.evaluate import (constant_only, delong_table, metrics_table, per_subject,
+                                  per_video, plot_roc, read_score_files, roc_curves_for,
+                                  table5, table6, to_markdown, with_ci_columns)
 
     p = sm.params
     scores, ups = read_score_files(sm.input)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from neopain.clustered import clustered_delong, clustered_delong_components, roc_band
-from neopain.evaluate import (chance_table, constant_only, delong_components, delong_table,
-                              delong_test, format_p, metrics_table, per_subject, per_video,
-                              table5, table6, with_chance_rows)
+from neopain.chance import chance_table, with_chance_rows
+from neopain.evaluate import (constant_only, delong_components, delong_table, delong_test,
+                              format_p, metrics_table, per_subject, per_video, table5, table6)
 
 
 def _rows(spec, selector="su", k=5, classifier="nb"):

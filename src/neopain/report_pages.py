@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .evaluate import TABLE_METRICS, with_chance_rows
+from .chance import with_chance_rows
+from .evaluate import TABLE_METRICS
 from .report_html import MIN_SUBJECTS_CI, caption, display, page, table
 
 PLAIN = {"accuracy": "accuracy", "auc": "AUC", "balanced_accuracy": "balanced accuracy",
