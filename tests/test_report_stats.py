@@ -230,3 +230,30 @@ def test_result_pages_are_html_tables_with_chance_row_and_words():
                        "n_subjects": [30, 30], "p_frame_vs_frozen": [np.nan, 1e-6]})
     page = finetune_page(ft, [])
     assert "&lt; 0.001" in page and "0.800 (0.700\u20130.900)" in page   # HTML-escaped
+
+
+def test_summary_says_too_few_subjects_instead_of_numbers():
+    from neopain.landing import facts, summary_lines
+
+    # the demo's problem: every pain recording from one subject -> no per-recording AUC
+    spec = [("a1", "A", 1, [(0.9, 1)]), ("a2", "A", 1, [(0.2, 0)]),
+            ("b0", "B", 0, [(0.1, 0)]), ("c0", "C", 0, [(0.8, 1)])]
+    scores = _rows(spec)
+    m = metrics_table(scores, n_boot=50)
+    t5 = table5(m)
+    sheet = pd.DataFrame({"subject_id": ["A", "A", "B", "C", "D"],
+                          "label": ["pain", "pain", "no_pain", "no_pain", "pain"]},
+                         index=pd.Index(["a1", "a2", "b0", "c0", "d1"], name="video_id"))
+    qc = pd.DataFrame({"video_id": ["a1", "a2", "b0", "c0", "d1"], "n_frames": [5] * 5,
+                       "n_ok": [5, 5, 5, 5, 0], "success_rate": [1, 1, 1, 1, 0.0],
+                       "status": ["ok"] * 4 + ["no_face"], "error": [None] * 5})
+    f = facts(t5, m, chance_table(m), qc, per_video(scores, t5), sheet,
+              {"labels": ["no_pain", "pain"], "positive_label": "pain",
+               "samples": "samples/demo.tsv"})
+    text = "\n".join(summary_lines(f))
+    assert "AUC n/a (too few subjects)" in text and "1 with pain" in text
+    assert "ILLUSTRATIVE" in text
+    assert "4 of 5 recordings and 3 of 4 subjects used; 1 recording(s) left out" in text
+    assert f["data"]["left_out"] == [{"video_id": "d1", "subject_id": "D", "label": "pain",
+                                      "why": "tracking: no_face"}]
+    assert "20 of 25 decoded frames had a tracked face" in text

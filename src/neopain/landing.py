@@ -30,6 +30,10 @@ import pandas as pd
 
 from .report_html import MIN_SUBJECTS_CI, TOO_FEW
 
+#: a per-recording statistic needs recordings of each class from at least this many
+#: subjects, else it prints as "n/a (too few subjects)"
+MIN_SUBJECTS_CLASS = 2
+
 
 def _ci_text(v, lo, hi, n_subjects) -> str:
     if pd.isna(v):
@@ -74,6 +78,8 @@ def headline(t5: pd.DataFrame, metrics: pd.DataFrame,
         "n_configurations": n_cfg, "optimistic": True,
         "configuration": (f"{r['backbone']} {r['layer']} {r['selector']} {r['classifier']}"
                           f" [{r['protocol']}]"),
+        "key": {k: str(r[k]) for k in ("backbone", "layer", "protocol", "selector",
+                                        "classifier")},
         "how": (f"UPPER BOUND: the best of {n_cfg} configuration{'s' * (n_cfg != 1)}, "
                 "chosen on the test results by frame accuracy (Table 5), so optimistic"),
         "constant_per_recording": bool(r.get("video_constant", False)),
@@ -127,6 +133,13 @@ def facts(t5, metrics, chance, qc, videos, sheet, config: Mapping[str, Any],
     positive = str(config.get("positive_label") or labels[-1])
     negative = next((str(x) for x in labels if str(x) != positive), "not " + positive)
     head = headline(t5, metrics, nested)
+    if head.get("source") == "best_of_n" and not videos.empty:
+        key = head["key"]
+        v = videos[(videos["backbone"] == key["backbone"]) & (videos["layer"] == key["layer"])
+                   & (videos["protocol"] == key["protocol"])
+                   & (videos["configuration"] == f"{key['selector']} {key['classifier']}")]
+        head["n_subjects_pos"] = int(v.loc[v["y"] == 1, "subject_id"].nunique())
+        head["n_subjects_neg"] = int(v.loc[v["y"] == 0, "subject_id"].nunique())
     task = (config.get("report") or {}).get("task") or (
         f"{positive.replace('_', ' ')} vs {negative.replace('_', ' ')} from facial video "
         f"({', '.join(sorted((config.get('extract') or {}).get('backbones') or {}))} "
@@ -152,6 +165,13 @@ def summary_lines(f: Mapping[str, Any]) -> list[str]:
                  f"tracked face; {d['n_keyframes_scored']} keyframes were scored.")
     if h.get("source") == "none":
         lines.append("Result: none (no configuration predicts both classes).")
+    elif min(h.get("n_subjects_pos", 2), h.get("n_subjects_neg", 2)) < MIN_SUBJECTS_CLASS:
+        lines.append(
+            f"Result per recording ({h['protocol']}, {h['n_videos']} recordings, "
+            f"{h['n_subjects']} subjects; {h['n_subjects_pos']} with {f['positive']} and "
+            f"{h['n_subjects_neg']} with {f['negative']} recordings): AUC {TOO_FEW}; "
+            f"balanced accuracy {TOO_FEW}.")
+        lines.append(f"How chosen: {h['how']}.")
     else:
         ns = h["n_subjects"]
         lines.append(
