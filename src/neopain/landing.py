@@ -209,11 +209,13 @@ def landing_rst(f: Mapping[str, Any]) -> str:
             f"{_rst(x['video_id'])} ({_rst(x['why'])})" for x in d["left_out"][:20])
             + (f"; and {len(d['left_out']) - 20} more (Tracking QC page)."
                if len(d["left_out"]) > 20 else "."), ""]
-    out += ["**Tables:** Table 5 (best per backbone, layer and protocol, chosen at frame "
-            "level), Table 6 (chosen at video level), the DeLong comparison, per-subject and "
-            "per-video results are in *1. Results*; tracking quality in *2. Tracking QC*; "
-            "ROC curves in *3. ROC curves*; every configuration in metrics.csv (download). "
-            "The run's code version, config, software and weights are listed below.", ""]
+    # `name`_ links are the report's own targets for its result files (Snakemake)
+    out += ["**Tables** (in *1. Results*): `table5.html`_ (best per backbone, layer and "
+            "protocol, chosen per keyframe), `table6.html`_ (chosen per recording), "
+            "`delong.html`_, `per_subject.html`_, `per_video.html`_; every configuration: "
+            "`metrics.csv`_ (download). Tracking quality: `tracking_qc.html`_ (*2. Tracking "
+            "QC*); ROC curves in *3. ROC curves*. The run's code version, config, software "
+            "and weights are listed below.", ""]
     return "\n".join(out) + "\n"
 
 
