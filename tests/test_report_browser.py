@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -66,7 +65,7 @@ def test_report_in_chromium(report):
         # landing: headline with its CI and how it was chosen, chance level, run facts
         assert f"AUC {auc:.3f}" in text, text[:3000]
         assert "UPPER BOUND: the best of 1 configuration" in text
-        assert f"Chance level: always answering" in text
+        assert "Chance level: always answering" in text
         assert f"gives accuracy {chance:.3f}, balanced accuracy 0.500 and AUC 0.500" in text
         assert "4 of 4 recordings and 2 of 2 subjects used" in text
         assert "Code version" in text and "mobilenet_v2-b0353104.pth" in text
