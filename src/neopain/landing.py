@@ -163,6 +163,11 @@ def summary_lines(f: Mapping[str, Any]) -> list[str]:
                  f"{len(d['left_out'])} recording(s) left out. Frames: "
                  f"{d['n_frames_tracked']} of {d['n_frames_decoded']} decoded frames had a "
                  f"tracked face; {d['n_keyframes_scored']} keyframes were scored.")
+    if d["left_out"]:
+        shown = d["left_out"][:10]
+        lines.append("Left out: " + "; ".join(f"{x['video_id']} ({x['why']})" for x in shown)
+                     + (f"; and {len(d['left_out']) - 10} more (Tracking QC page)."
+                        if len(d["left_out"]) > 10 else "."))
     if h.get("source") == "none":
         lines.append("Result: none (no configuration predicts both classes).")
     elif min(h.get("n_subjects_pos", 2), h.get("n_subjects_neg", 2)) < MIN_SUBJECTS_CLASS:
@@ -171,7 +176,7 @@ def summary_lines(f: Mapping[str, Any]) -> list[str]:
             f"{h['n_subjects']} subjects; {h['n_subjects_pos']} with {f['positive']} and "
             f"{h['n_subjects_neg']} with {f['negative']} recordings): AUC {TOO_FEW}; "
             f"balanced accuracy {TOO_FEW}.")
-        lines.append(f"How chosen: {h['how']}.")
+        lines.append(f"How chosen: {h['how']}; configuration {h['configuration']}.")
     else:
         ns = h["n_subjects"]
         lines.append(
@@ -203,12 +208,6 @@ def landing_rst(f: Mapping[str, Any]) -> str:
     for line in lines:
         key, _, rest = line.partition(": ")
         out += [f"**{_rst(key)}:** {_rst(rest)}", ""]
-    d = f["data"]
-    if d["left_out"]:
-        out += ["**Left out:** " + "; ".join(
-            f"{_rst(x['video_id'])} ({_rst(x['why'])})" for x in d["left_out"][:20])
-            + (f"; and {len(d['left_out']) - 20} more (Tracking QC page)."
-               if len(d["left_out"]) > 20 else "."), ""]
     # `name`_ links are the report's own targets for its result files (Snakemake)
     out += ["**Tables** (in *1. Results*): `table5.html`_ (best per backbone, layer and "
             "protocol, chosen per keyframe), `table6.html`_ (chosen per recording), "
