@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: venv demo demo-data test test-fast test-cluster bench-plan lint clean
+.PHONY: venv demo demo-data report test test-fast test-cluster bench-plan lint clean
 
 venv: $(VENV)/.installed
 
@@ -33,9 +33,14 @@ demo-data: venv
 
 demo: venv demo-data
 	$(SNAKEMAKE) --cores $(CORES)
+	$(SNAKEMAKE) --report results/report.html
 	@echo
-	@echo "Results table: results/evaluation/table5.md (all configurations: results/evaluation/metrics.md)"
-	@cat results/evaluation/table5.md
+	@cat results/report/summary.txt
+
+# The HTML report of the last run (opens on the landing page; see README "Report").
+report: venv
+	$(SNAKEMAKE) --report results/report.html
+	@cat results/report/summary.txt
 
 lint: venv
 	$(SNAKEMAKE) --lint

@@ -6,9 +6,10 @@ from neopain import provenance, runtime
 def main(sm):
     import pyarrow as pa
 
-    from neopain.evaluate import (delong_table, metrics_table, per_subject, plot_roc,
-                                  read_score_files, roc_curves_for, table5, table6,
-                                  to_markdown, with_ci_columns)
+    from neopain.chance import chance_table, with_chance_rows
+    from neopain.evaluate import (constant_only, delong_table, metrics_table, per_subject,
+                                  per_video, plot_roc, read_score_files, roc_curves_for,
+                                  table5, table6, to_markdown, with_ci_columns)
 
     p = sm.params
     scores, ups = read_score_files(sm.input)
@@ -16,12 +17,15 @@ def main(sm):
     t5, t6 = table5(metrics), table6(metrics)
     dl = delong_table(scores, metrics, p.aggregation, p.quantile)
     subjects = per_subject(scores, t5)
+    videos = per_video(scores, t5, p.aggregation, p.quantile)
+    chance = chance_table(metrics)
     cfg = {"video_aggregation": p.aggregation, "quantile": p.quantile, "n_boot": p.n_boot,
            "ci_level": p.ci_level, "seed": p.seed}
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
     for table, path in ((metrics, sm.output.metrics), (t5, sm.output.table5_parquet),
                         (t6, sm.output.table6_parquet), (dl, sm.output.delong_parquet),
-                        (subjects, sm.output.per_subject_parquet)):
+                        (subjects, sm.output.per_subject_parquet),
+                        (videos, sm.output.per_video_parquet), (chance, sm.output.chance)):
         provenance.write_table(pa.Table.from_pandas(table, preserve_index=False), path, prov)
     agg = p.aggregation if p.aggregation != "quantile" else f"{p.quantile:g}-quantile"
     ci = (f"{int(round(p.ci_level * 100))}% CIs in brackets: percentile bootstrap over "
@@ -35,19 +39,34 @@ def main(sm):
               "accuracy as in Zamzmi et al. 2018 (optimistic); all configurations are in "
               "metrics.md."] + common
     notes6 = ["As Table 5, the configuration chosen on video-level test accuracy."] + common
-    provenance.write_text(to_markdown(with_ci_columns(t5), "Table 5: deep features "
-                                      "(chosen at frame level)", notes5), sm.output.table5)
-    provenance.write_text(to_markdown(with_ci_columns(t6), "Table 6: deep features "
-                                      "(chosen at video level)", notes6), sm.output.table6)
+
+    def constant_note(level):
+        groups = constant_only(metrics, level)
+        return ([f"Constant predictors (one class for every {level}) are never chosen; "
+                 "no configuration predicts both classes for: "
+                 + "; ".join(" ".join(map(str, g)) for g in groups) + "."] if groups else
+                [f"Constant predictors (one class for every {level}) are never chosen. "
+                 "chance: always the larger class, AUC 0.5."])
+    notes5 += constant_note("frame")
+    notes6 += constant_note("video")
+    provenance.write_text(to_markdown(with_ci_columns(with_chance_rows(t5, chance)),
+                                      "Table 5: deep features (chosen at frame level)",
+                                      notes5), sm.output.table5)
+    provenance.write_text(to_markdown(with_ci_columns(with_chance_rows(t6, chance)),
+                                      "Table 6: deep features (chosen at video level)",
+                                      notes6), sm.output.table6)
     provenance.write_text(to_markdown(dl, "DeLong tests: best ReliefF vs best SU "
                                       "configuration", ["Two-sided DeLong test of the AUC "
-                                      "difference on the same pooled test rows "
-                                      "(Sun & Xu 2014 algorithm)."]), sm.output.delong)
+                                      "difference on the same pooled test rows, clustered "
+                                      "by subject (Obuchowski 1997): subjects, not frames, "
+                                      "are the independent units."]), sm.output.delong)
     provenance.write_text(to_markdown(subjects, "Per-subject test results of the Table 5 "
-                                      "configurations", ["mean_score: mean frame score "
-                                      "(probability or SVM decision value); frame_accuracy: "
-                                      "share of the subject's keyframes classified "
-                                      "correctly."]), sm.output.per_subject)
+                                      "configurations", ["One row per subject and label y "
+                                      "(1 = positive). mean_score: mean frame score "
+                                      "(probability or SVM decision value); frame_accuracy / "
+                                      "video_accuracy: share of the subject's keyframes / "
+                                      "recordings of that label classified correctly."]),
+                          sm.output.per_subject)
     provenance.write_text(to_markdown(with_ci_columns(metrics), "All configurations", common),
                           sm.output.metrics_md)
     t5i = t5.set_index(["backbone", "layer", "protocol"])
@@ -58,7 +77,8 @@ def main(sm):
         if (b, layer, proto) in t5i.index:
             row = t5i.loc[(b, layer, proto)]
             curves = roc_curves_for(part, row, p.aggregation, p.quantile)
-        plot_roc(curves, path, f"{b} {layer} ({proto})")
+        plot_roc(curves, path, f"{b} {layer} ({proto}): Table 5 choice",
+                 n_boot=min(p.n_boot, 200), seed=p.seed, level=p.ci_level)
 
 
 runtime.run(snakemake, main)  # noqa: F821

@@ -8,12 +8,12 @@ def main(sm):
 
     import pyarrow.parquet as pq
 
-    from neopain.qc import montage, write_png
+    from neopain.qc import faces_mode, montage, write_png
 
     cfg = dict(sm.params.report)
     img = montage(pq.read_table(sm.input.crops), pq.read_table(sm.input.track),
                   json.loads(open(sm.input.qc).read()),
-                  show_faces=bool(cfg.get("show_faces", False)),
+                  show_faces=faces_mode(cfg.get("show_faces", False)),
                   n_tiles=int(cfg.get("montage_tiles", 16)),
                   crop_size=int(sm.params.crop_size))
     write_png(img, sm.output[0])

@@ -121,9 +121,9 @@ def test_report_has_results_and_no_faces_by_default(clean):
     _tiny.snakemake(clean, "--report", str(report))
     html = report.read_text()
     files = embedded_files(html)
-    assert "table5.md" in files, sorted(files)
-    assert b"Table 5" in files["table5.md"][1]
-    assert "results/evaluation/table5.md" in html
+    assert "table5.html" in files, sorted(files)
+    assert b"Table 5" in files["table5.html"][1] and b"<table" in files["table5.html"][1]
+    assert "results/report/table5.html" in html
     import yaml
 
     assert yaml.safe_load((clean / "config.yaml").read_text())["report"]["show_faces"] is False

@@ -224,7 +224,7 @@ def test_adding_a_video_reruns_only_that_video_and_aggregations(run):
     assert counts == {
         "track": 1, "crop": 1, "keyframes": 1, "extract": 1, "qc_summary": 1, "qc_montage": 1,
         "gather_features": len(LAYERS), "split": len(cfg["protocols"]),
-        "select": n_agg, "classify": n_agg, "evaluate": 1, "all": 1,
+        "select": n_agg, "classify": n_agg, "evaluate": 1, "all": 1, "report_pages": 1,
         # strain on by default: the video's strain signal, the strain table of all
         # videos, every fusion configuration (its features table changed) and Table 7
         "strain": 1, "gather_strain": 1, "fusion": n_agg, "evaluate_fusion": 1,

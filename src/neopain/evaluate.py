@@ -46,6 +46,11 @@ CONFIG = ["backbone", "layer", "protocol", "selector", "k", "classifier"]
 EXTRA = ["features"]
 AGGREGATIONS = ("mean", "median", "max", "quantile")
 CI_METRICS = ("accuracy", "auc", "balanced_accuracy", "sensitivity", "specificity", "f1")
+#: a percentile bootstrap over fewer subjects than this gives no usable interval: the
+#: report prints such intervals as "n/a (too few subjects)" and draws no ROC band
+MIN_SUBJECTS_CI = 10
+#: metrics of Tables 5-7, each with its CI, at frame and video level
+TABLE_METRICS = ("accuracy", "auc", "balanced_accuracy", "sensitivity", "specificity")
 
 
 # ----------------------------------------------------------------------------
@@ -259,7 +264,8 @@ def metrics_table(scores: pd.DataFrame, aggregation: str = "mean", quantile: flo
                               part["score"].to_numpy())
             m = binary_metrics(y, pred, score)
             row = {**dict(zip(config, cfg)), "level": level_name,
-                   "n_subjects": part["subject_id"].nunique(), **m}
+                   "n_subjects": part["subject_id"].nunique(), **m,
+                   "constant": bool(np.unique(pred).size < 2)}
             if n_boot:
                 ci = bootstrap_ci(y, pred, score, part["subject_id"].to_numpy(), n_boot,
                                   seed, level)
@@ -270,7 +276,11 @@ def metrics_table(scores: pd.DataFrame, aggregation: str = "mean", quantile: flo
 
 
 def _best(metrics: pd.DataFrame, level: str, groups: list[str]) -> pd.DataFrame:
+    """Per group, the best non-constant configuration at ``level`` (constant predictors,
+    which answer one class for every row, are never chosen: see :func:`constant_only`)."""
     part = metrics[metrics["level"] == level].copy()
+    if "constant" in part.columns:
+        part = part[~part["constant"].astype(bool)]
     part["_acc"] = part["accuracy"].fillna(-1)
     part["_auc"] = part["auc"].fillna(-1)
     part = part.sort_values(groups + ["_acc", "_auc", "k", "selector", "classifier"],
@@ -298,18 +308,35 @@ def _best_table(metrics: pd.DataFrame, choose_level: str, groups: list[str]) -> 
         row["classifier"] = r["classifier"]
         for lv in ("frame", "video"):
             src = levels[lv]
-            for metric in ("accuracy", "auc"):
+            for metric in TABLE_METRICS:
                 if src is None:
                     row[f"{lv}_{metric}"] = np.nan
                     row[f"{lv}_{metric}_lo"] = row[f"{lv}_{metric}_hi"] = np.nan
                     continue
-                row[f"{lv}_{metric}"] = src[metric]
+                row[f"{lv}_{metric}"] = src.get(metric, np.nan)
                 row[f"{lv}_{metric}_lo"], row[f"{lv}_{metric}_hi"] = _ci_cell(src, metric)
         row["n_frames"] = int(levels["frame"]["n"]) if levels["frame"] is not None else 0
         row["n_videos"] = int(levels["video"]["n"]) if levels["video"] is not None else 0
         row["n_subjects"] = int(r["n_subjects"])
+        o_const = bool(o["constant"]) if o is not None and "constant" in o.index else False
+        row[f"{other}_constant"] = o_const   # the chosen level is never constant
         rows.append(row)
-    return pd.DataFrame(rows)
+    cols = (groups + ["selector", "classifier"]
+            + [f"{lv}_{m}{s}" for lv in ("frame", "video") for m in TABLE_METRICS
+               for s in ("", "_lo", "_hi")]
+            + ["n_frames", "n_videos", "n_subjects", f"{other}_constant"])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def constant_only(metrics: pd.DataFrame, level: str,
+                  groups: tuple[str, ...] = ("backbone", "layer", "protocol")) -> list[tuple]:
+    """Groups in which every configuration is a constant predictor at ``level`` (so no
+    best is chosen for them); reported in the tables' notes."""
+    part = metrics[metrics["level"] == level]
+    if "constant" not in part.columns or part.empty:
+        return []
+    allc = part.groupby(list(groups), sort=True)["constant"].all()
+    return [k if isinstance(k, tuple) else (k,) for k, v in allc.items() if v]
 
 
 def table5(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -338,7 +365,11 @@ def table7(metrics: pd.DataFrame, feature_col: str = "features",
 def delong_table(scores: pd.DataFrame, metrics: pd.DataFrame, aggregation: str = "mean",
                  quantile: float = 0.9, a: str = "relieff", b: str = "su") -> pd.DataFrame:
     """DeLong test of the best ``a``-selector vs the best ``b``-selector configuration
-    (by frame accuracy, as Table 5) per backbone x layer x protocol x level."""
+    (by frame accuracy, as Table 5) per backbone x layer x protocol x level; subject-
+    clustered (:func:`neopain.clustered.clustered_delong`): subjects, not frames, are the
+    independent units."""
+    from .clustered import clustered_delong
+
     groups = ["backbone", "layer", "protocol"]
     rows = []
     levels = {"frame": scores, "video": video_level(scores, aggregation, quantile)}
@@ -358,38 +389,48 @@ def delong_table(scores: pd.DataFrame, metrics: pd.DataFrame, aggregation: str =
             pb_ = part[(part.selector == b) & (part.k == rb["k"])
                        & (part.classifier == rb["classifier"])]
             j = pa_.merge(pb_, on=id_cols + ["fold", "subject_id"], suffixes=("_a", "_b"))
-            if j.empty or j["y_a"].nunique() < 2:
+            if j.empty or j["y_a"].nunique() < 2 or j["subject_id"].nunique() < 2:
                 continue
-            t = delong_test(j["y_a"].to_numpy(), j["score_a"].to_numpy(),
-                            j["score_b"].to_numpy())
+            t = clustered_delong(j["y_a"].to_numpy(), j["score_a"].to_numpy(),
+                                 j["score_b"].to_numpy(), j["subject_id"].to_numpy())
             rows.append({**sel, "level": lv,
                          "config_a": f"{a}({int(ra['k'])}) {ra['classifier']}",
                          "config_b": f"{b}({int(rb['k'])}) {rb['classifier']}",
                          "n": len(j), **t})
-    cols = groups + ["level", "config_a", "config_b", "n", "auc_a", "auc_b", "diff", "se",
-                     "z", "p"]
+    cols = groups + ["level", "config_a", "config_b", "n", "n_subjects", "auc_a", "auc_b",
+                     "diff", "se", "z", "p"]
     return pd.DataFrame(rows, columns=cols)
 
 
 # ----------------------------------------------------------------------------
 # figures and Markdown
 # ----------------------------------------------------------------------------
-def plot_roc(curves: list[tuple[str, np.ndarray, np.ndarray]], path, title: str) -> None:
-    """ROC curves (label, y, score) into a PNG (matplotlib Agg)."""
+def plot_roc(curves: list[tuple], path, title: str, n_boot: int = 200, seed: int = 0,
+             level: float = 0.95) -> None:
+    """ROC curves into a PNG (matplotlib Agg). Each curve is (label, y, score) or
+    (label, y, score, subjects); with subjects, a shaded pointwise ``level`` band from a
+    subject bootstrap (:func:`neopain.clustered.roc_band`) is drawn under the curve."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.8, 4.6), dpi=110)
-    for label, y, s in curves:
+    from .clustered import roc_band
+
+    fig, ax = plt.subplots(figsize=(5.2, 5.0), dpi=110)
+    for curve in curves:
+        label, y, s = curve[:3]
         if len(np.unique(y)) == 2:
             fpr, tpr, _ = roc_curve(y, s)
-            ax.plot(fpr, tpr, lw=1.6, label=label)
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
-    ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate",
-           xlim=(0, 1), ylim=(0, 1.01), title=title)
-    ax.legend(loc="lower right", fontsize=7)
+            line, = ax.plot(fpr, tpr, lw=1.6, label=label)
+            if len(curve) > 3 and n_boot:
+                g, lo, hi = roc_band(y, s, curve[3], n_boot, seed, level)
+                if not np.isnan(lo).all():
+                    ax.fill_between(g, lo, hi, color=line.get_color(), alpha=0.18, lw=0)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance (AUC 0.5)")
+    ax.set(xlabel="false positive rate (1 - specificity)",
+           ylabel="true positive rate (sensitivity)", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.legend(loc="lower right", fontsize=6.5)
     fig.tight_layout()
     from pathlib import Path
 
@@ -399,8 +440,9 @@ def plot_roc(curves: list[tuple[str, np.ndarray, np.ndarray]], path, title: str)
 
 
 def roc_curves_for(scores: pd.DataFrame, best_row: pd.Series, aggregation: str = "mean",
-                   quantile: float = 0.9) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Frame- and video-level ROC data of one Table 5 row's configuration."""
+                   quantile: float = 0.9) -> list[tuple]:
+    """Frame- and video-level ROC data (label, y, score, subjects) of one Table 5 row's
+    configuration; the label names the unit, n, positives, AUC and its CI."""
     sel_name, k = best_row["selector"].rstrip(")").split("(")
     part = scores[(scores.selector == sel_name) & (scores.k == int(k))
                   & (scores.classifier == best_row["classifier"])]
@@ -408,44 +450,97 @@ def roc_curves_for(scores: pd.DataFrame, best_row: pd.Series, aggregation: str =
     for lv, df in (("frame", part), ("video", video_level(part, aggregation, quantile))):
         auc, lo, hi = (best_row.get(f"{lv}_auc"), best_row.get(f"{lv}_auc_lo"),
                        best_row.get(f"{lv}_auc_hi"))
-        label = f"{lv}: {best_row['selector']} {best_row['classifier']}, AUC {_fmt(auc)}"
+        unit = "keyframes" if lv == "frame" else "recordings"
+        y = df["y"].to_numpy()
+        label = (f"per {'keyframe' if lv == 'frame' else 'recording'} ({len(y)} {unit}, "
+                 f"{int((y == 1).sum())} positive): AUC "
+                 + ("n/a" if auc is None or pd.isna(auc) else f"{auc:.3f}"))
+        n_subj = df["subject_id"].nunique()
+        if n_subj < MIN_SUBJECTS_CI:
+            label += ", CI n/a (too few subjects)"
+            out.append((label, y, df["score"].to_numpy()))     # no band either
+            continue
         if lo is not None and not pd.isna(lo):
             label += f" [{lo:.3f}, {hi:.3f}]"
-        out.append((label, df["y"].to_numpy(), df["score"].to_numpy()))
+        out.append((label, y, df["score"].to_numpy(), df["subject_id"].to_numpy()))
     return out
 
 
 def per_subject(scores: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
-    """Per-subject test results of each Table 5 configuration.
+    """Per-subject test results of each Table 5 configuration, by subject x label.
 
-    One row per (backbone, layer, protocol, subject): the subject's label, how many of
-    its keyframes and videos were tested, its mean frame score and the share of its
-    frames classified correctly, so a reviewer can see which infants drive a result.
+    One row per (backbone, layer, protocol, subject, label ``y``): a subject usually has
+    recordings of both classes, so each class gets its own row with the number of its
+    recordings and keyframes, their mean frame score and the share of its frames (and of
+    its videos, by majority vote) classified correctly.
     """
     rows = []
     for _, r in best.iterrows():
-        sel_name, k = r["selector"].rstrip(")").split("(")
-        part = scores[(scores.backbone == r["backbone"]) & (scores.layer == r["layer"])
-                      & (scores.protocol == r["protocol"]) & (scores.selector == sel_name)
-                      & (scores.k == int(k)) & (scores.classifier == r["classifier"])]
-        for subj, g in part.groupby("subject_id", sort=True):
+        part = _config_rows(scores, r)
+        videos = part.groupby(["subject_id", "y", "video_id"], sort=True)["pred"].mean()
+        video_ok = ((videos >= 0.5).astype(int) == videos.index.get_level_values("y"))
+        for (subj, y), g in part.groupby(["subject_id", "y"], sort=True):
             rows.append({
                 "backbone": r["backbone"], "layer": r["layer"], "protocol": r["protocol"],
                 "configuration": f"{r['selector']} {r['classifier']}", "subject_id": subj,
-                "y": int(g["y"].iloc[0]), "n_frames": int(len(g)),
-                "n_videos": int(g["video_id"].nunique()),
+                "y": int(y), "n_videos": int(g["video_id"].nunique()), "n_frames": int(len(g)),
                 "mean_score": float(g["score"].mean()),
                 "frame_accuracy": float((g["pred"] == g["y"]).mean()),
+                "video_accuracy": float(video_ok.loc[(subj, y)].mean()),
             })
-    cols = ["backbone", "layer", "protocol", "configuration", "subject_id", "y", "n_frames",
-            "n_videos", "mean_score", "frame_accuracy"]
+    cols = ["backbone", "layer", "protocol", "configuration", "subject_id", "y", "n_videos",
+            "n_frames", "mean_score", "frame_accuracy", "video_accuracy"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def _config_rows(scores: pd.DataFrame, r: pd.Series) -> pd.DataFrame:
+    """The test rows of one Table 5 row's configuration."""
+    sel_name, k = r["selector"].rstrip(")").split("(")
+    return scores[(scores.backbone == r["backbone"]) & (scores.layer == r["layer"])
+                  & (scores.protocol == r["protocol"]) & (scores.selector == sel_name)
+                  & (scores.k == int(k)) & (scores.classifier == r["classifier"])]
+
+
+def per_video(scores: pd.DataFrame, best: pd.DataFrame, aggregation: str = "mean",
+              quantile: float = 0.9) -> pd.DataFrame:
+    """Per-video predictions of each Table 5 configuration: video, subject, label ``y``,
+    aggregated score, predicted class (majority vote), correct, keyframes, fold."""
+    frames = []
+    for _, r in best.iterrows():
+        part = _config_rows(scores, r)
+        if part.empty:
+            continue
+        v = video_level(part, aggregation, quantile)
+        n = part.groupby("video_id").size()
+        v["n_frames"] = v["video_id"].map(n).astype(int)
+        v["configuration"] = f"{r['selector']} {r['classifier']}"
+        frames.append(v)
+    cols = ["backbone", "layer", "protocol", "configuration", "fold", "video_id",
+            "subject_id", "y", "score", "pred", "correct", "n_frames"]
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(frames, ignore_index=True)
+    out["correct"] = out["pred"] == out["y"]
+    return out[cols].sort_values(["backbone", "layer", "protocol", "subject_id",
+                                  "video_id"]).reset_index(drop=True)
 
 
 def _fmt(x) -> str:
     if isinstance(x, (float, np.floating)):
         return "n/a" if np.isnan(x) else f"{x:.4f}"
     return str(x)
+
+
+def is_p_column(name: str) -> bool:
+    """``p`` and ``p_...`` columns hold p-values."""
+    return name == "p" or str(name).startswith("p_")
+
+
+def format_p(p) -> str:
+    """A p-value for people: ``< 0.001`` below one in a thousand, else three decimals."""
+    if p is None or (isinstance(p, (float, np.floating)) and np.isnan(p)):
+        return "n/a"
+    return "< 0.001" if float(p) < 0.001 else f"{float(p):.3f}"
 
 
 def with_ci_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -470,5 +565,6 @@ def to_markdown(df: pd.DataFrame, title: str, notes: list[str] | None = None) ->
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(format_p(r[c]) if is_p_column(c) else _fmt(r[c])
+                                       for c in cols) + " |")
     return "\n".join(lines) + "\n"

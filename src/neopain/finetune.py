@@ -1183,7 +1183,8 @@ def comparison_table(scores: Mapping[str, pd.DataFrame], aggregation: str = "mea
     and its row is the best by frame accuracy, chosen on the test results as Table 5).
     Two-sided DeLong p-values of each method against ``frozen`` and (cascade) against
     ``finetune`` on the same pooled test rows, at frame and video level."""
-    from .evaluate import delong_test, metrics_table, table5, video_level
+    from .clustered import clustered_delong
+    from .evaluate import metrics_table, table5, video_level
 
     rows, chosen = [], {}
     for method in COMPARE_METHODS:
@@ -1221,9 +1222,11 @@ def comparison_table(scores: Mapping[str, pd.DataFrame], aggregation: str = "mea
                 if a is not None and b is not None and r["method"] != against \
                         and COMPARE_METHODS.index(r["method"]) > COMPARE_METHODS.index(against):
                     j = a[lv].merge(b[lv], on=ids[lv], suffixes=("_a", "_b"))
-                    if len(j) and (j["y_a"] == j["y_b"]).all() and j["y_a"].nunique() == 2:
-                        p = delong_test(j["y_a"].to_numpy(), j["score_a"].to_numpy(),
-                                        j["score_b"].to_numpy())["p"]
+                    if len(j) and (j["y_a"] == j["y_b"]).all() and j["y_a"].nunique() == 2 \
+                            and j["subject_id"].nunique() >= 2:   # subject-clustered (issue 17)
+                        p = clustered_delong(j["y_a"].to_numpy(), j["score_a"].to_numpy(),
+                                             j["score_b"].to_numpy(),
+                                             j["subject_id"].to_numpy())["p"]
                 vals.append(p)
             out[col] = vals
     order = {m: i for i, m in enumerate(COMPARE_METHODS)}

@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .classify import SCORE_SCHEMA, score_folds
-from .evaluate import delong_test, table7 as _table7, video_level
+from .evaluate import table7 as _table7, video_level
 from .split import fold_subjects
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,10 @@ def _config_rows(scores: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
 def delong_pairs(scores: pd.DataFrame, t7: pd.DataFrame, aggregation: str = "mean",
                  quantile: float = 0.9) -> pd.DataFrame:
     """DeLong tests between the Table 7 configurations of each backbone x layer x
-    protocol (strain vs deep, strain vs fused, deep vs fused), frame and video level."""
+    protocol (strain vs deep, strain vs fused, deep vs fused), frame and video level;
+    clustered by subject (:func:`neopain.clustered.clustered_delong`)."""
+    from .clustered import clustered_delong
+
     rows = []
     groups = ["backbone", "layer", "protocol"]
     for key, t in (t7.groupby(groups, sort=True) if len(t7) else []):
@@ -181,10 +184,11 @@ def delong_pairs(scores: pd.DataFrame, t7: pd.DataFrame, aggregation: str = "mea
                 else:
                     da, db, ids = pa_, pb_, ["video_id", "frame", "fold", "subject_id"]
                 j = da.merge(db, on=ids, suffixes=("_a", "_b"))
-                if j.empty or j["y_a"].nunique() < 2:
+                if j.empty or j["y_a"].nunique() < 2 or j["subject_id"].nunique() < 2:
                     continue
-                res = delong_test(j["y_a"].to_numpy(), j["score_a"].to_numpy(),
-                                  j["score_b"].to_numpy())
+                res = clustered_delong(j["y_a"].to_numpy(), j["score_a"].to_numpy(),
+                                       j["score_b"].to_numpy(), j["subject_id"].to_numpy())
+                res.pop("n_subjects")
                 rows.append({**sel, "level": level, "a": a, "b": b,
                              "config_a": f"{chosen[a]['selector']} {chosen[a]['classifier']}",
                              "config_b": f"{chosen[b]['selector']} {chosen[b]['classifier']}",

@@ -14,7 +14,9 @@ subjects left out of the splits and why).
 Privacy: infant video is protected health information.  With ``show_faces=False``
 (the default, config ``report.show_faces``) no pixel of any frame is used: the
 landmarks are drawn on a blank grey canvas.  With ``True`` the crops themselves are
-shown under the landmarks.
+shown under the landmarks; with ``"blurred"`` the crops are shrunk to
+:data:`BLUR_CELLS` x :data:`BLUR_CELLS` pixels and smoothed back up, which keeps the
+lighting and pose but no recognisable face.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import pyarrow as pa
 
 from .crop import decode_jpeg, transform_points
 
-__all__ = ["REASON_COLOURS", "montage", "summary_markdown", "summary_table", "write_png"]
+__all__ = ["REASON_COLOURS", "faces_mode", "montage", "summary_markdown", "summary_table",
+           "write_png"]
 
 REASON_COLOURS = {  # RGB
     "ok": (40, 170, 60),
@@ -40,6 +43,24 @@ REASON_COLOURS = {  # RGB
 }
 SKIP_COLOUR = (150, 150, 150)
 BLANK = 48  # grey level of the blank canvas
+BLUR_CELLS = 6  # a blurred crop keeps this many cells per side (10 was still found by MTCNN)
+
+
+def faces_mode(value) -> bool | str:
+    """``report.show_faces`` as False, True or ``"blurred"`` (anything else: an error)."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() == "blurred":
+        return "blurred"
+    raise ValueError(f"report.show_faces must be true, false or blurred, not {value!r}")
+
+
+def blur(img: np.ndarray) -> np.ndarray:
+    """A crop with no recognisable face: shrunk to BLUR_CELLS^2 cells, smoothed back."""
+    size = img.shape[0]
+    small = cv2.resize(img, (BLUR_CELLS, BLUR_CELLS), interpolation=cv2.INTER_AREA)
+    big = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    return cv2.GaussianBlur(big, (0, 0), size / BLUR_CELLS / 2)
 
 
 def _text(img, s, org, scale=0.45, colour=(255, 255, 255), thick=1):
@@ -47,7 +68,8 @@ def _text(img, s, org, scale=0.45, colour=(255, 255, 255), thick=1):
     cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
 
 
-def montage(crops: pa.Table, track: pa.Table, qc: dict[str, Any], show_faces: bool = False,
+def montage(crops: pa.Table, track: pa.Table, qc: dict[str, Any],
+            show_faces: bool | str = False,
             n_tiles: int = 16, tile: int = 160, cols: int = 4,
             crop_size: int = 224) -> np.ndarray:
     """The montage as an HxWx3 uint8 RGB image (see the module docstring)."""
@@ -90,7 +112,9 @@ def montage(crops: pa.Table, track: pa.Table, qc: dict[str, Any], show_faces: bo
                                              tr["dense_landmarks"])}
     for k, i in enumerate(pick):
         r, col = divmod(k, cols)
-        if show_faces:
+        if show_faces == "blurred":
+            img = blur(decode_jpeg(c["jpeg"][i]))
+        elif show_faces is True:
             img = decode_jpeg(c["jpeg"][i])
         else:
             img = np.full((crop_size, crop_size, 3), BLANK, np.uint8)

@@ -31,7 +31,8 @@ rule qc_montage:
         report(
             "results/qc/{video}.montage.png",
             caption="../report/montage.rst",
-            category="Tracking QC",
+            category="2. Tracking QC",
+            subcategory="Montages",
         ),
     params:
         report=stage("report"),

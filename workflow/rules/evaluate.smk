@@ -13,19 +13,22 @@ rule evaluate:
         ],
     output:
         metrics="results/evaluation/metrics.parquet",
-        table5=report("results/evaluation/table5.md", category="Results"),
+        table5="results/evaluation/table5.md",
         table5_parquet="results/evaluation/table5.parquet",
-        table6=report("results/evaluation/table6.md", category="Results"),
+        table6="results/evaluation/table6.md",
         table6_parquet="results/evaluation/table6.parquet",
-        delong=report("results/evaluation/delong.md", category="Results"),
+        delong="results/evaluation/delong.md",
         delong_parquet="results/evaluation/delong.parquet",
         metrics_md="results/evaluation/metrics.md",
-        per_subject=report("results/evaluation/per_subject.md", category="Per-subject scores"),
+        per_subject="results/evaluation/per_subject.md",
         per_subject_parquet="results/evaluation/per_subject.parquet",
+        per_video_parquet="results/evaluation/per_video.parquet",
+        chance="results/evaluation/chance.parquet",
         roc=[
             report(
                 f"results/evaluation/roc/{b}/{layer}/{p}.png",
-                category="ROC curves",
+                caption="../report/roc.rst",
+                category="3. ROC curves",
                 subcategory=f"{b} {layer}",
                 labels={"backbone": b, "layer": layer, "protocol": p},
             )

@@ -134,7 +134,7 @@ rule evaluate_finetune:
         cascade=[f"results/cascade/{b}/{p}/fold{f}/scores.parquet" for b, p, f in FT_FOLDS]
         if FT_CASCADE_ON else [],
     output:
-        md=report("results/evaluation/finetune.md", category="Fine-tuning"),
+        md="results/evaluation/finetune.md",  # in the report as results/report/finetune.html
         table="results/evaluation/finetune.parquet",
     params:
         layer=FT_LAYER,

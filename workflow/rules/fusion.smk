@@ -51,7 +51,7 @@ rule evaluate_fusion:
     input:
         scores=[f"results/fusion/{b}/{layer}/{p}/{s}.parquet" for b, layer, p, s in FUSION_TARGETS],
     output:
-        table7=report("results/evaluation/table7.md", category="Results"),
+        table7="results/evaluation/table7.md",
         table7_parquet="results/evaluation/table7.parquet",
         delong_parquet="results/evaluation/table7_delong.parquet",
         metrics="results/evaluation/fusion_metrics.parquet",
