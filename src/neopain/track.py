@@ -798,8 +798,15 @@ def build_detector(cfg: dict[str, Any], repo_root: str | os.PathLike | None = No
     refiner = None
     if cfg.get("landmarks", "facemesh") == "facemesh":
         sub = dict(cfg.get("facemesh", {}) or {})
-        refiner = FaceMeshRefiner(model_dir=_path(sub.get("model_dir")), sha256=sub.get("sha256"),
-                                  device=dev, backend=sub.get("backend", "litert"),
+        mdir = _path(sub.get("model_dir"))
+        backend = sub.get("backend") or "auto"
+        if backend == "auto":  # litert unless the folder holds only FaceMesh.onnx
+            only_onnx = mdir is not None and os.path.isfile(
+                os.path.join(str(mdir), FaceMeshRefiner.FILES["onnx"])) and not os.path.isfile(
+                os.path.join(str(mdir), FaceMeshRefiner.FILES["litert"]))
+            backend = "onnx" if only_onnx else "litert"
+        refiner = FaceMeshRefiner(model_dir=mdir, sha256=sub.get("sha256"),
+                                  device=dev, backend=backend,
                                   replace_five=bool(sub.get("replace_five", False)))
     return det, refiner
 
