@@ -1,0 +1,265 @@
+"""Facial-action descriptors (neopain.actions) on inputs whose answer is known: a synthetic
+mesh (the face-mesh network's own mean face) moved by known amounts, real faces rotated and
+mirrored, CK+ neutral -> apex directions, and the LiteRT mesh against the ONNX one."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from neopain import actions as A
+from neopain.detectors import FaceMeshRefiner, MTCNNDetector
+from neopain.mpmodels import MESH_FILE
+from neopain.track import track_video
+from neopain.video import Frame
+
+GEOMETRIC = tuple(A.DESCRIPTORS)
+
+
+@pytest.fixture(scope="module")
+def mesh_dir(repo):
+    d = repo / "resources" / "weights"
+    if not (d / MESH_FILE).is_file():
+        pytest.skip(f"{d / MESH_FILE} absent: run `make mesh-weights` (taken from the "
+                    "pinned mediapipe wheel)")
+    return d
+
+
+@pytest.fixture(scope="module")
+def refiner(mesh_dir) -> FaceMeshRefiner:
+    return FaceMeshRefiner(model_dir=mesh_dir, backend="litert", replace_five=False, threads=1)
+
+
+@pytest.fixture(scope="module")
+def synthetic(refiner):
+    """The network's mean face (its output on a uniform grey crop), as an upright face in
+    a 640x480 image: 468 x (x, y) pixels and depth (IOD about 170 px)."""
+    raw, _ = refiner._net(np.full((1, 192, 192, 3), 0.5, np.float32))
+    xy = raw[:, :2].astype(np.float64) * 2.0 + np.array([128.0, 40.0])
+    return xy, raw[:, 2].astype(np.float64) * 2.0
+
+
+def _iod_px(xy):
+    return float(np.linalg.norm(xy[list(A.EYE_R)].mean(0) - xy[list(A.EYE_L)].mean(0)))
+
+
+@pytest.mark.parametrize("d", [2.0, 5.0, 10.0])
+def test_brows_lowered_by_d_pixels_change_the_brow_descriptor_by_d_over_iod(synthetic, d):
+    xy, z = synthetic
+    base = A.frame_actions(xy, z)
+    low = xy.copy()
+    low[list(A.BROW_R + A.BROW_L), 1] += d  # image y points down: lowered
+    moved = A.frame_actions(low, z)
+    want = d / _iod_px(xy)
+    for side in ("r", "l"):
+        got = moved[f"au4_brow_lower_{side}"] - base[f"au4_brow_lower_{side}"]
+        assert abs(got - want) <= 0.02 * want, (side, got, want)
+    # nothing else moves: the brows are not among the pose-fit points
+    for k in GEOMETRIC:
+        if not k.startswith("au4_brow_lower"):
+            assert abs(moved[k] - base[k]) < 1e-6 * want + 1e-9, k
+    assert abs(moved["yaw"] - base["yaw"]) < 1e-9
+
+
+def _rotate_image_plane(xy, angle_deg, scale, shift):
+    t = math.radians(angle_deg)
+    R = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    return (xy - xy.mean(0)) @ R.T * scale + xy.mean(0) + shift
+
+
+@pytest.mark.parametrize("angle", [0, 17, 45, 90, 133, 180, 225, 270, 333])
+@pytest.mark.parametrize("scale", [0.3, 1.0, 4.0])
+def test_descriptors_unchanged_by_in_plane_rotation_and_scale(synthetic, angle, scale):
+    xy, z = synthetic
+    base = A.frame_actions(xy, z)
+    rot = A.frame_actions(_rotate_image_plane(xy, angle, scale, (31.0, -17.0)), z * scale)
+    for k in GEOMETRIC:
+        assert rot[k] == pytest.approx(base[k], abs=1e-9), k
+    # a clockwise turn on screen (y down) is a negative roll; yaw and pitch stay
+    droll = (rot["roll"] - base["roll"] + angle + 180) % 360 - 180
+    assert abs(droll) < 1e-6
+    assert rot["yaw"] == pytest.approx(base["yaw"], abs=1e-6)
+    assert rot["pitch"] == pytest.approx(base["pitch"], abs=1e-6)
+
+
+@pytest.mark.parametrize("yaw,pitch", [(25, 0), (0, -20), (-30, 15)])
+def test_descriptors_unchanged_by_head_turns_and_pose_is_measured(synthetic, yaw, pitch):
+    """Turning the 3-D mesh (orthographic view, as the mesh network's output) leaves the
+    canonical descriptors exactly as they were and shows up as yaw / pitch."""
+    xy, z = synthetic
+    base = A.frame_actions(xy, z)
+    P = A.to_model_space(xy, z)
+    c = P.mean(0)
+    ya, pa_ = math.radians(yaw), math.radians(pitch)
+    Ry = np.array([[math.cos(ya), 0, math.sin(ya)], [0, 1, 0], [-math.sin(ya), 0, math.cos(ya)]])
+    Rx = np.array([[1, 0, 0], [0, math.cos(pa_), -math.sin(pa_)], [0, math.sin(pa_), math.cos(pa_)]])
+    Q = (P - c) @ (Ry @ Rx).T + c
+    turned = A.frame_actions(np.column_stack([Q[:, 0], -Q[:, 1]]), -Q[:, 2])
+    for k in GEOMETRIC:
+        assert turned[k] == pytest.approx(base[k], abs=1e-9), k
+    assert turned["yaw"] - base["yaw"] == pytest.approx(yaw, abs=2.0)
+    assert turned["pitch"] - base["pitch"] == pytest.approx(pitch, abs=2.0)
+
+
+def test_pose_fit_recovers_a_known_similarity():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3))
+    t = math.radians(40)
+    R = np.array([[math.cos(t), -math.sin(t), 0], [math.sin(t), math.cos(t), 0], [0, 0, 1]])
+    s, R2, tr = A.procrustes(X, 2.5 * X @ R.T + [1, 2, 3])
+    assert s == pytest.approx(2.5) and np.allclose(R2, R) and np.allclose(tr, [1, 2, 3])
+    assert A.pose_angles(R)[2] == pytest.approx(40)
+
+
+# ------------------------------------------------------------------------ real faces
+
+
+def _rgb(path):
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def mtcnn():
+    pytest.importorskip("facenet_pytorch")
+    return MTCNNDetector(max_side=None)
+
+
+def _actions_of(img, mtcnn, refiner):
+    faces = mtcnn.detect(img)
+    assert faces, "no face"
+    r = refiner.refine(img, faces[0])
+    return A.frame_actions(r.dense, r.depth)
+
+
+@pytest.fixture(scope="module")
+def ck_rows(shared_data):
+    return list(csv.DictReader(open(shared_data / "ckplus_sequences.csv")))
+
+
+def _apex(shared_data, rows, seq):
+    row = next(r for r in rows if r["sequence"] == seq)
+    return sorted((shared_data / row["path"]).glob("*.png"))[-1]
+
+
+#: mirror tolerance (IOD): the mesh network is not exactly mirror-equivariant; measured
+#: worst case over 14 CK+ apex frames: 0.024 (brow, eye, nose-lip, lip corners), 0.051 (mouth,
+#: jaw, chin, nostrils)
+MIRROR_TOL = {"au4": 0.03, "au7": 0.03, "au10": 0.03, "au12": 0.03}
+
+
+def test_mirrored_face_swaps_left_and_right(shared_data, ck_rows, mtcnn, refiner):
+    """A mirrored video: right and left descriptors swap, the others stay (within
+    :data:`MIRROR_TOL`, else 0.06 IOD), yaw and roll change sign (within 4 / 2 degrees)."""
+    for row in ck_rows[::3]:  # 14 apex frames, every emotion
+        img = _rgb(sorted((shared_data / row["path"]).glob("*.png"))[-1])
+        a = _actions_of(img, mtcnn, refiner)
+        m = _actions_of(np.ascontiguousarray(img[:, ::-1]), mtcnn, refiner)
+        for k in GEOMETRIC:
+            tol = MIRROR_TOL.get(k.split("_")[0], 0.06)
+            swapped = k[:-1] + {"r": "l", "l": "r"}[k[-1]] if k.endswith(("_r", "_l")) else k
+            assert m[swapped] == pytest.approx(a[k], abs=tol), (row["sequence"], k)
+        assert m["yaw"] == pytest.approx(-a["yaw"], abs=4.0)
+        assert m["roll"] == pytest.approx(-a["roll"], abs=2.0)
+
+
+@pytest.mark.parametrize("angle", [37, 90, 180, 250])
+def test_real_face_rotated_by_any_angle_gives_the_same_descriptors(shared_data, ck_rows,
+                                                                    mtcnn, refiner, angle):
+    """The tracker (search at 0/90/180/270, upright ROI at the face's roll) + mesh on a
+    rotated CK+ apex frame: every descriptor within 0.03 IOD of the upright frame's."""
+    img = _rgb(_apex(shared_data, ck_rows, "S055_004"))
+    h, w = img.shape[:2]
+    side = int(math.hypot(h, w)) + 2
+    pad = cv2.copyMakeBorder(img, (side - h) // 2, side - h - (side - h) // 2,
+                             (side - w) // 2, side - w - (side - w) // 2, cv2.BORDER_CONSTANT)
+    M = cv2.getRotationMatrix2D((side / 2, side / 2), -angle, 1.0)
+    rot = cv2.warpAffine(pad, M, (side, side))
+    out = []
+    for im in (pad, rot):
+        frames = [Frame(i, i / 30, im) for i in range(2)]
+        table, qc = track_video("rotated", mtcnn, frames=frames, refiner=refiner)
+        assert qc["n_ok"] == 2, qc["reasons"]
+        row = table.slice(0, 1).to_pylist()[0]
+        out.append(A.frame_actions(np.reshape(row["dense_landmarks"], (468, 2)),
+                                   np.asarray(row["dense_depth"])))
+    for k in GEOMETRIC:
+        assert out[1][k] == pytest.approx(out[0][k], abs=0.03), k
+    droll = (out[1]["roll"] - out[0]["roll"] + angle + 180) % 360 - 180
+    assert abs(droll) < 5
+
+
+#: emotion -> (descriptor, direction, share of sequences required)
+CK_DIRECTIONS = {
+    "anger": ("au4_brow_lower", 1, 1.0),       # measured 4/4
+    "disgust": ("au10_nose_lip", -1, 0.85),    # measured 9/9
+    "surprise": ("au26_jaw_drop", 1, 0.85),    # measured 9/9
+    "happiness": ("au12_lip_corner", 1, 0.85),  # measured 8/8
+    "fear:au20": ("au20_mouth_width", 1, 0.8),   # AU20 lip stretch, measured 5/5
+    # NOT what the issue expected: in sadness and fear AU4 comes with AU1(+2), which raise
+    # the brows, and the mean brow height does not rise (measured 2/5 and 1/5); the
+    # shares are stated here, the bounds only guard against a regression
+    "sadness": ("au4_brow_lower", 1, 0.4),
+    "fear": ("au4_brow_lower", 1, 0.2),
+}
+
+
+def test_ckplus_neutral_to_apex_directions(shared_data, ck_rows, mtcnn, refiner):
+    def val(x, k):
+        return x[k] if k in x else 0.5 * (x[k + "_r"] + x[k + "_l"])
+
+    shares = {}
+    for emo, (k, s, need) in CK_DIRECTIONS.items():
+        rows = [r for r in ck_rows if r["emotion"] == emo.split(":")[0]]
+        ups = []
+        for r in rows:
+            files = sorted((shared_data / r["path"]).glob("*.png"))
+            a = _actions_of(_rgb(files[0]), mtcnn, refiner)
+            b = _actions_of(_rgb(files[-1]), mtcnn, refiner)
+            ups.append(s * (val(b, k) - val(a, k)) > 0)
+        shares[emo] = (sum(ups), len(ups))
+    print("CK+ neutral->apex shares:", shares)
+    for emo, (k, s, need) in CK_DIRECTIONS.items():
+        n_up, n = shares[emo]
+        assert n >= 4 and n_up / n >= need, (emo, k, shares[emo])
+
+
+def test_litert_mesh_equals_the_onnx_mesh(shared_models, shared_data, ck_rows, mtcnn, refiner):
+    pytest.importorskip("onnxruntime")
+    onnx = FaceMeshRefiner(model_dir=shared_models / "facemesh", backend="onnx",
+                           replace_five=False, threads=1)
+    img = _rgb(_apex(shared_data, ck_rows, "S106_006"))
+    (face,) = mtcnn.detect(img)[:1]
+    a, b = refiner.refine(img, face), onnx.refine(img, face)
+    assert np.abs(a.dense - b.dense).max() < 0.05 and np.abs(a.depth - b.depth).max() < 0.05
+    assert a.mesh_score > 0.9 and b.mesh_score is None
+    assert refiner.info()["weights"] == {MESH_FILE: A_SHA()}
+
+
+def A_SHA():
+    from neopain.mpmodels import MESH_SHA256
+    return MESH_SHA256
+
+
+def test_video_statistics_and_pspi_known_answer():
+    """A brow that lowers by 0.1 IOD for 10 of 30 frames: peak 0.1, share above 1/3, PSPI
+    0.1 there and 0 elsewhere (per-video 10th percentile baseline)."""
+    import pyarrow as pa
+    n = 30
+    x = {k: np.full(n, 0.5) for k in A.FRAME_FEATURES if k != "pspi"}
+    x["au4_brow_lower_r"] = np.r_[np.zeros(10), np.full(10, 0.1), np.zeros(10)] - 0.2
+    x["au4_brow_lower_l"] = x["au4_brow_lower_r"].copy()
+    p = A.pspi(x, 10.0)
+    assert np.allclose(p, x["au4_brow_lower_r"] + 0.2)
+    t = pa.table({"frame": np.arange(n), "timestamp": np.arange(n) / 10.0,
+                  **{k: v for k, v in x.items()}, "pspi": p})
+    v, names = A.video_statistics(t, {"above": 0.02, "onset_window": 0.2})
+    s = dict(zip(names, v))
+    assert s["au4_brow_lower_r__peak"] == pytest.approx(0.1)
+    assert s["au4_brow_lower_r__above"] == pytest.approx(1 / 3)
+    assert s["au4_brow_lower_r__onset"] == pytest.approx(0.1 / 0.2)  # 0.1 IOD within 0.2 s
+    assert s["au7_eye_aperture_r__peak"] == 0 and s["pspi__peak"] == pytest.approx(0.1)
+    assert names == A.feature_names("video") and len(names) == len(A.FRAME_FEATURES) * 5
