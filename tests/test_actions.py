@@ -166,18 +166,21 @@ def test_mirrored_face_swaps_left_and_right(shared_data, ck_rows, mtcnn, refiner
         assert m["roll"] == pytest.approx(-a["roll"], abs=2.0)
 
 
-@pytest.mark.parametrize("angle", [37, 90, 180, 250])
+@pytest.mark.parametrize("angle,scale", [(37, 1.0), (90, 0.6), (180, 1.0), (250, 1.5)])
 def test_real_face_rotated_by_any_angle_gives_the_same_descriptors(shared_data, ck_rows,
-                                                                    mtcnn, refiner, angle):
+                                                                    mtcnn, refiner, angle,
+                                                                    scale):
     """The tracker (search at 0/90/180/270, upright ROI at the face's roll) + mesh on a
-    rotated CK+ apex frame: every descriptor within 0.03 IOD of the upright frame's."""
+    rotated and scaled CK+ apex frame: every descriptor within 0.03 IOD of the upright,
+    unscaled frame's."""
     img = _rgb(_apex(shared_data, ck_rows, "S055_004"))
     h, w = img.shape[:2]
     side = int(math.hypot(h, w)) + 2
     pad = cv2.copyMakeBorder(img, (side - h) // 2, side - h - (side - h) // 2,
                              (side - w) // 2, side - w - (side - w) // 2, cv2.BORDER_CONSTANT)
-    M = cv2.getRotationMatrix2D((side / 2, side / 2), -angle, 1.0)
-    rot = cv2.warpAffine(pad, M, (side, side))
+    M = cv2.getRotationMatrix2D((side / 2, side / 2), -angle, scale)
+    rot = cv2.warpAffine(pad, M, (side, side), flags=cv2.INTER_AREA if scale < 1
+                         else cv2.INTER_LINEAR)
     out = []
     for im in (pad, rot):
         frames = [Frame(i, i / 30, im) for i in range(2)]
@@ -263,3 +266,39 @@ def test_video_statistics_and_pspi_known_answer():
     assert s["au4_brow_lower_r__onset"] == pytest.approx(0.1 / 0.2)  # 0.1 IOD within 0.2 s
     assert s["au7_eye_aperture_r__peak"] == 0 and s["pspi__peak"] == pytest.approx(0.1)
     assert names == A.feature_names("video") and len(names) == len(A.FRAME_FEATURES) * 5
+
+
+def test_feature_tables_keep_keyframes_with_finite_values_and_one_video_row():
+    import pyarrow as pa
+    n = 12
+    cols = {k: np.linspace(0, 1, n) for k in A.FRAME_FEATURES}
+    cols["tex_glabella"][3] = np.nan  # e.g. no crop for that frame
+    t = pa.table({"frame": np.arange(n, dtype=np.int32), "timestamp": np.arange(n) / 30.0,
+                  **cols, **{k: np.zeros(n) for k in A.POSE}})
+    kf = pa.table({"frame": np.arange(n, dtype=np.int32), "keep": np.arange(n) % 2 == 1})
+    frame_t, video_t = A.feature_tables("v1", t, kf)
+    assert frame_t.column("frame").to_pylist() == [1, 5, 7, 9, 11]  # odd keyframes, 3 is NaN
+    assert frame_t.schema.field("f_frame").type.list_size == len(A.FRAME_FEATURES)
+    assert video_t.num_rows == 1 and video_t.column("frame")[0].as_py() == 11  # pspi peak
+    assert video_t.schema.field("f_video").type.list_size == len(A.feature_names("video"))
+    empty_f, empty_v = A.feature_tables("v2", t.slice(0, 0), None)
+    assert empty_f.num_rows == 0 and empty_v.num_rows == 0
+    # texture off: the texture columns (NaN) leave the tables instead of emptying them
+    t2 = t.drop_columns(list(A.PATCHES)).append_column(
+        "tex_glabella", pa.array([np.nan] * n))
+    f2, v2 = A.feature_tables("v3", t2, None, {"texture": False})
+    assert f2.num_rows == n and v2.num_rows == 1
+    assert f2.schema.field("f_frame").type.list_size == len(A.DESCRIPTORS) + 1
+
+
+def test_actions_table_from_a_tracked_video_is_deterministic(videos, mtcnn, refiner):
+    from neopain.crop import crop_video
+
+    path = videos / "single_face.mp4"
+    table, qc = track_video(path, mtcnn, refiner=refiner, max_frames=12)
+    crops = crop_video(path, table, size=224)
+    a = A.video_actions(table, crops)
+    b = A.video_actions(table, crops)
+    assert a.equals(b) and a.num_rows == qc["n_ok"] == 12
+    assert all(np.isfinite(a.column(k).to_numpy()).all() for k in A.FRAME_FEATURES + A.POSE)
+    assert (a.column("mesh_score").to_numpy() > 0.9).all()

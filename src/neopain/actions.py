@@ -98,6 +98,13 @@ def params_for(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     return p
 
 
+def frame_features(params: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """The frame features in the tables: descriptors, textures (unless ``texture: false``)
+    and ``pspi``."""
+    tex = params_for(params)["texture"]
+    return tuple(DESCRIPTORS) + (tuple(PATCHES) if tex else ()) + ("pspi",)
+
+
 def direction(name: str) -> int:
     """Pain direction of a frame feature (+1 for texture and pspi, +1 for lip corners)."""
     return DESCRIPTORS.get(name, 1) or 1
@@ -284,7 +291,7 @@ def video_statistics(actions: pa.Table, params: Mapping[str, Any] | None = None
     q, thr, win = float(p["baseline_percentile"]), float(p["above"]), float(p["onset_window"])
     ts = np.asarray(actions.column("timestamp").to_pylist(), np.float64)
     vals, names = [], []
-    for k in FRAME_FEATURES:
+    for k in frame_features(p):
         x = np.asarray(actions.column(k).to_pylist(), np.float64)
         a = x if k == "pspi" else activation(x, direction(k), q, relative=k in PATCHES)
         ok = np.isfinite(a)
@@ -307,10 +314,10 @@ def feature_tables(video_id: str, actions: pa.Table, keyframes: pa.Table | None,
                    params: Mapping[str, Any] | None = None) -> tuple[pa.Table, pa.Table]:
     """Per-video tables in extract's layout: ``f_frame`` (keyframes with finite
     descriptors) and ``f_video`` (one row: the statistics; frame = the pspi peak)."""
+    names = frame_features(params)
     frames = np.asarray(actions.column("frame").to_pylist(), np.int64)
     X = np.column_stack([np.asarray(actions.column(k).to_pylist(), np.float64)
-                         for k in FRAME_FEATURES]) if len(frames) else np.zeros((0, len(
-                             FRAME_FEATURES)))
+                         for k in names]) if len(frames) else np.zeros((0, len(names)))
     keep = np.isfinite(X).all(1)
     if keyframes is not None:
         kept = set(keyframes.filter(keyframes.column("keep")).column("frame").to_pylist())
@@ -324,17 +331,18 @@ def feature_tables(video_id: str, actions: pa.Table, keyframes: pa.Table | None,
     })
     stats, _ = video_statistics(actions, params)
     rows = 1 if len(frames) and np.isfinite(stats).all() else 0
-    pk = int(np.nanargmax(X[:, -1])) if rows else 0
+    pk = int(np.nanargmax(X[:, -1])) if rows else 0  # the pspi peak
     video_t = pa.table({
         "video_id": pa.array([video_id] * rows, pa.string()),
-        "frame": pa.array([int(frames[pk])] * rows, pa.int32()),
-        "timestamp": pa.array([float(ts[pk])] * rows, pa.float64()),
+        "frame": pa.array([int(frames[pk])] if rows else [], pa.int32()),
+        "timestamp": pa.array([float(ts[pk])] if rows else [], pa.float64()),
         "f_video": fixed_size_list(stats[None].astype(np.float32)[:rows]),
     })
     return frame_t, video_t
 
 
-def feature_names(layer: str) -> list[str]:
+def feature_names(layer: str, params: Mapping[str, Any] | None = None) -> list[str]:
+    """Column names of the ``frame`` or ``video`` feature table's ``features``."""
     if layer == "frame":
-        return list(FRAME_FEATURES)
-    return [f"{k}__{s}" for k in FRAME_FEATURES for s in STATS]
+        return list(frame_features(params))
+    return [f"{k}__{s}" for k in frame_features(params) for s in STATS]
