@@ -302,3 +302,41 @@ def test_actions_table_from_a_tracked_video_is_deterministic(videos, mtcnn, refi
     assert a.equals(b) and a.num_rows == qc["n_ok"] == 12
     assert all(np.isfinite(a.column(k).to_numpy()).all() for k in A.FRAME_FEATURES + A.POSE)
     assert (a.column("mesh_score").to_numpy() > 0.9).all()
+
+
+@pytest.mark.slow
+def test_actions_tables_flow_through_select_classify_evaluate(tmp_path_factory, shared_data,
+                                                              tmp_path, mesh_dir):
+    """actions.enabled in a copy of the tiny clean run: only the actions jobs and their
+    aggregations run; Table 5 gains actions/frame and actions/video rows; the tables have
+    the deep table's schema, keyframe rows (frame) and one row per video (video)."""
+    import shutil
+
+    import _tiny
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    clean = _tiny.clean_run(tmp_path_factory, shared_data)
+    work = tmp_path / "run"
+    shutil.copytree(clean, work, symlinks=True)
+    cfg = _tiny.variant_config(work, "actions", actions={"enabled": True})
+    planned = _tiny.snakemake(work, "--dry-run", configfile=cfg)
+    counts = _tiny.job_counts(planned.stdout + planned.stderr)
+    assert counts == {"actions": 4, "gather_features": 1, "gather_actions_video": 1,
+                      "select": 2, "classify": 2, "evaluate": 1, "all": 1}, counts
+    _tiny.snakemake(work, configfile=cfg)
+    t5 = pq.read_table(work / "results/evaluation/table5.parquet").to_pandas()
+    assert {("actions", "frame"), ("actions", "video")} <= set(zip(t5["backbone"], t5["layer"]))
+    deep = pq.read_table(work / "results/features/mobilenet_v2/penultimate/features.parquet")
+    frame = pq.read_table(work / "results/features/actions/frame/features.parquet")
+    video = pq.read_table(work / "results/features/actions/video/features.parquet")
+    for t, dim in ((frame, len(A.FRAME_FEATURES)), (video, 5 * len(A.FRAME_FEATURES))):
+        assert t.schema.names == deep.schema.names
+        assert t.schema.field("features").type == pa.list_(pa.float32(), dim)
+        assert np.isfinite(np.asarray(t.column("features").to_pylist())).all()
+    keys = set(zip(deep.column("video_id").to_pylist(), deep.column("frame").to_pylist()))
+    got = set(zip(frame.column("video_id").to_pylist(), frame.column("frame").to_pylist()))
+    assert got <= keys and len(got) >= 0.9 * len(keys)
+    assert sorted(video.column("video_id").to_pylist()) == sorted(v[0] for v in _tiny.TINY_VIDEOS)
+    readable = pq.read_table(work / f"results/actions/{_tiny.TINY_VIDEOS[0][0]}.parquet")
+    assert {"yaw", "pitch", "roll", "pspi", "au4_brow_lower_r"} <= set(readable.column_names)
