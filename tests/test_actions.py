@@ -308,8 +308,9 @@ def test_actions_table_from_a_tracked_video_is_deterministic(videos, mtcnn, refi
 def test_actions_tables_flow_through_select_classify_evaluate(tmp_path_factory, shared_data,
                                                               tmp_path, mesh_dir):
     """actions.enabled in a copy of the tiny clean run: only the actions jobs and their
-    aggregations run; Table 5 gains actions/frame and actions/video rows; the tables have
-    the deep table's schema, keyframe rows (frame) and one row per video (video)."""
+    aggregations run; Table 5 gains actions/frame and actions/video rows, Table 7 actions
+    and deep+strain+actions; the tables have the deep table's schema, keyframe rows
+    (frame) and one row per video (video)."""
     import shutil
 
     import _tiny
@@ -323,7 +324,8 @@ def test_actions_tables_flow_through_select_classify_evaluate(tmp_path_factory, 
     planned = _tiny.snakemake(work, "--dry-run", configfile=cfg)
     counts = _tiny.job_counts(planned.stdout + planned.stderr)
     assert counts == {"actions": 4, "gather_features": 1, "gather_actions_video": 1,
-                      "select": 2, "classify": 2, "evaluate": 1, "all": 1}, counts
+                      "select": 2, "classify": 2, "evaluate": 1, "fusion": 1,
+                      "evaluate_fusion": 1, "all": 1}, counts
     _tiny.snakemake(work, configfile=cfg)
     t5 = pq.read_table(work / "results/evaluation/table5.parquet").to_pandas()
     assert {("actions", "frame"), ("actions", "video")} <= set(zip(t5["backbone"], t5["layer"]))
@@ -338,5 +340,49 @@ def test_actions_tables_flow_through_select_classify_evaluate(tmp_path_factory, 
     got = set(zip(frame.column("video_id").to_pylist(), frame.column("frame").to_pylist()))
     assert got <= keys and len(got) >= 0.9 * len(keys)
     assert sorted(video.column("video_id").to_pylist()) == sorted(v[0] for v in _tiny.TINY_VIDEOS)
+    t7 = pq.read_table(work / "results/evaluation/table7.parquet").to_pandas()
+    assert {"actions", "deep+strain+actions"} <= set(t7["features"])
     readable = pq.read_table(work / f"results/actions/{_tiny.TINY_VIDEOS[0][0]}.parquet")
     assert {"yaw", "pitch", "roll", "pspi", "au4_brow_lower_r"} <= set(readable.column_names)
+
+
+def test_fusion_gains_actions_and_deep_strain_actions_rows():
+    """Table 7 with facial actions (synthetic: the action statistics carry the signal):
+    the actions and deep+strain+actions sets are scored per fold like strain (imputed and
+    selected on training videos), get rows and DeLong p-values; test labels never reach
+    the action selection."""
+    from test_fusion import deep_rankings, sheet, synthetic
+
+    from neopain.evaluate import metrics_table
+    from neopain.fusion import ALL_SETS, fusion_scores, keyframe_strain, rank_strain, table7
+    from neopain.split import make_split
+
+    X, meta, strain, names = synthetic(strain_signal=0.0)
+    split = make_split(sheet(meta), "g", {"kind": "group_kfold", "n_splits": 4})
+    S = keyframe_strain(meta, strain, names)
+    rng = np.random.default_rng(3)
+    vids = meta["video_id"].to_numpy(dtype=object)
+    per_video = {v: rng.normal(size=12) for v in np.unique(vids)}
+    acts = np.stack([per_video[v] for v in vids])
+    acts[:, :2] += 2.0 * meta["y"].to_numpy()[:, None]
+    acts[vids == vids[0]] = np.nan  # a video without a mesh: imputed from training videos
+    scores = fusion_scores(X, meta, split, deep_rankings(split), S, [15], 5, "su", {},
+                           {"nb": {}}, seed=0, actions=acts, actions_k=4)
+    assert set(scores["features"]) == set(ALL_SETS)
+    ks = scores.groupby("features")["k"].unique().apply(sorted).to_dict()
+    assert ks["actions"] == [4] and ks["deep+strain+actions"] == [15 + 5 + 4]
+    scores = scores.assign(backbone="m", layer="l")
+    t7, dl = table7(metrics_table(scores, n_boot=50), scores)
+    assert t7["features"].tolist() == list(ALL_SETS)
+    p = t7.set_index("features")
+    assert p.loc["actions", "frame_auc"] > 0.85 > p.loc["deep", "frame_auc"]
+    assert p.loc["actions", "p_vs_deep"] == p.loc["deep", "p_vs_actions"] < 0.01
+    assert {("deep+strain+actions", "fused"), ("actions", "deep")} <= set(zip(dl["a"], dl["b"]))
+    # the action selector sees only training videos
+    train = meta["subject_id"].isin(split[(split.fold == 0) & (split.role == "train")]
+                                    .subject_id).to_numpy()
+    keep = rank_strain(np.nan_to_num(acts), meta["y"].to_numpy(), train, vids, "su", {}, 4)
+    A2, y2 = np.nan_to_num(acts).copy(), meta["y"].to_numpy().copy()
+    A2[~train] = rng.normal(size=A2[~train].shape) * 50
+    y2[~train] = 1 - y2[~train]
+    assert np.array_equal(rank_strain(A2, y2, train, vids, "su", {}, 4), keep)
