@@ -20,7 +20,12 @@ def main(sm):
     provenance.write_table(table, sm.output.table, prov)
     provenance.write_table(frame_t, sm.output.frame, prov)
     provenance.write_table(video_t, sm.output.video, prov)
-    runtime.logging.getLogger("neopain.actions").info(
+    log = runtime.logging.getLogger("neopain.actions")
+    n_ok = sum(track.column("ok").to_pylist())
+    if n_ok and table.num_rows == 0:
+        log.warning("%s: %d tracked frames but none has a 3-D face mesh (dense_depth): the "
+                    "actions need track.landmarks: facemesh (and `make mesh-weights`)", vid, n_ok)
+    log.info(
         "%s: %d meshed frames, %d keyframe rows, %d video row", vid, table.num_rows,
         frame_t.num_rows, video_t.num_rows)
 

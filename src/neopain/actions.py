@@ -249,8 +249,10 @@ def video_actions(track: pa.Table, crops: pa.Table | None,
     """The readable per-frame actions table of one video (one row per tracked frame with
     a mesh): frame, timestamp, mesh_score, :data:`FRAME_FEATURES`, yaw/pitch/roll."""
     p = params_for(params)
-    t = track.select(["frame", "timestamp", "ok", "dense_landmarks", "dense_depth",
-                      "mesh_score"]).to_pydict()
+    want = ["frame", "timestamp", "ok", "dense_landmarks", "dense_depth", "mesh_score"]
+    t = track.select([c for c in want if c in track.column_names]).to_pydict()
+    for c in want[3:]:  # a track table from before the face mesh: no 3-D mesh, no rows
+        t.setdefault(c, [None] * track.num_rows)
     crop_by_frame: dict[int, tuple] = {}
     if crops is not None and p["texture"]:
         c = crops.select(["frame", "jpeg", "matrix"]).to_pydict()
