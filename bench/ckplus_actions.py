@@ -16,7 +16,9 @@ descriptors + 5 wrinkle-texture energies of :mod:`neopain.actions`; ``fer`` = th
 mini-Xception ``conv_last`` layer (2,048). Model: StandardScaler + L2 logistic regression
 (C = 1) fitted on the training subjects of each LOSO fold; ``fused`` = mean of the two
 models' probabilities; ``pose`` (control: mean yaw, pitch, roll and their absolute values,
-from the same mesh fit) shows how much head pose alone separates the classes. ``centred``: each subject's mean feature vector over all its clips
+from the same mesh fit) shows how much head pose alone separates the classes;
+``actions_pose_out``: the actions with yaw/pitch/roll regressed out on the training subjects
+(``actions.PoseResidualizer``). ``centred``: each subject's mean feature vector over all its clips
 subtracted first (label-free but uses the test subject's own unlabelled clips:
 transductive). AUC with 95% CIs (1,000 subject-bootstrap replicates) and DeLong p-values
 of fused vs each and actions vs FER.  Prints machine, versions and timings.
@@ -88,17 +90,24 @@ def centre(X: np.ndarray, subjects: np.ndarray) -> np.ndarray:
     return out
 
 
-def loso_scores(X: np.ndarray, y: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+def loso_scores(X: np.ndarray, y: np.ndarray, subjects: np.ndarray,
+                pose_out: bool = False) -> np.ndarray:
+    """LOSO probabilities; ``pose_out``: X's last 3 columns are yaw/pitch/roll, regressed
+    out of the others on the training subjects (actions.PoseResidualizer) first."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from neopain.actions import PoseResidualizer
 
     p = np.full(len(y), np.nan)
     for s in np.unique(subjects):
         te = subjects == s
         if len(np.unique(y[~te])) < 2:
             continue
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
+        steps = [PoseResidualizer(3)] if pose_out else []
+        model = make_pipeline(*steps, StandardScaler(),
+                              LogisticRegression(C=1.0, max_iter=5000))
         model.fit(X[~te], y[~te])
         p[te] = model.predict_proba(X[te])[:, 1]
     return p
@@ -125,6 +134,8 @@ def evaluate(meta, act, fer, pose, n_boot=1000):
             sc = {"actions": loso_scores(Xa, y, subj), "fer": loso_scores(Xf, y, subj)}
             sc["fused"] = 0.5 * (sc["actions"] + sc["fer"])
             sc["pose"] = loso_scores(Xp, y, subj)  # control: head pose alone
+            sc["actions_pose_out"] = loso_scores(np.hstack([Xa, Xp[:, :3]]), y, subj,
+                                                 pose_out=True)
             for name, s in sc.items():
                 ci = bootstrap_ci(y, (s >= 0.5).astype(int), s, subj, n_boot=n_boot)
                 rows.append({"task": task, "centred": centred, "features": name,
@@ -132,7 +143,8 @@ def evaluate(meta, act, fer, pose, n_boot=1000):
                              "auc_hi": ci["auc"][1], "n": int(len(y)), "n_pos": int(y.sum()),
                              "n_subjects": int(len(np.unique(subj)))})
                 curves[(task, centred, name)] = (y, s)
-            for a, b in (("fused", "actions"), ("fused", "fer"), ("actions", "fer")):
+            for a, b in (("fused", "actions"), ("fused", "fer"), ("actions", "fer"),
+                         ("actions", "actions_pose_out")):
                 d = delong_test(y, sc[a], sc[b])
                 tests.append({"task": task, "centred": centred, "a": a, "b": b,
                               "auc_a": d["auc_a"], "auc_b": d["auc_b"], "p": d["p"]})

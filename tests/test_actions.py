@@ -400,3 +400,25 @@ def test_fusion_gains_actions_and_deep_strain_actions_rows():
     A2[~train] = rng.normal(size=A2[~train].shape) * 50
     y2[~train] = 1 - y2[~train]
     assert np.array_equal(rank_strain(A2, y2, train, vids, "su", {}, 4), keep)
+
+
+def test_pose_residualizer_removes_pose_fitted_on_training_rows_only():
+    rng = np.random.default_rng(0)
+    n = 400
+    pose = rng.uniform(-40, 40, size=(n, 3))
+    signal = rng.normal(size=n)
+    d = np.column_stack([signal + 0.02 * pose[:, 0] + 1e-4 * pose[:, 1] ** 2,
+                         0.5 * signal - 0.01 * pose[:, 2]])
+    X = np.column_stack([d, pose])
+    train = np.arange(n) < 300
+    r = A.PoseResidualizer().fit(X[train])
+    out = r.transform(X)
+    assert out.shape == (n, 2)
+    for j in range(2):   # pose explains nothing any more, the signal stays
+        assert abs(np.corrcoef(out[:, j], pose[:, 0])[0, 1]) < 0.05
+        assert abs(np.corrcoef(out[:, j], pose[:, 2])[0, 1]) < 0.05
+        assert np.corrcoef(out[:, j], signal)[0, 1] > 0.97
+    # the test rows never reach the fit
+    X2 = X.copy()
+    X2[~train] = rng.normal(size=X2[~train].shape) * 100
+    assert np.allclose(A.PoseResidualizer().fit(X2[train]).coef_, r.coef_)

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 import pyarrow as pa
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from .tables import fixed_size_list
 
@@ -348,3 +349,33 @@ def feature_names(layer: str, params: Mapping[str, Any] | None = None) -> list[s
     if layer == "frame":
         return list(frame_features(params))
     return [f"{k}__{s}" for k in frame_features(params) for s in STATS]
+
+
+class PoseResidualizer(TransformerMixin, BaseEstimator):
+    """Regress head pose out of descriptors (scikit-learn transformer).
+
+    ``X``'s last ``n_pose`` columns are yaw, pitch, roll (degrees); :meth:`fit` solves, on
+    the rows it is given (the training subjects'), the least-squares map from the design
+    ``[1, p, p^2]`` (p = pose / 90) to every other column; :meth:`transform` returns those
+    columns minus the pose-predicted part plus the training mean, without the pose columns.
+    """
+
+    def __init__(self, n_pose: int = 3):
+        self.n_pose = n_pose
+
+    def _design(self, P: np.ndarray) -> np.ndarray:
+        p = np.asarray(P, np.float64) / 90.0
+        return np.column_stack([np.ones(len(p)), p, p * p])
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, np.float64)
+        D, P = X[:, : -self.n_pose], X[:, -self.n_pose:]
+        self.coef_ = np.linalg.lstsq(self._design(P), D, rcond=None)[0]
+        self.mean_ = D.mean(0)
+        return self
+
+    def transform(self, X):
+        X = np.asarray(X, np.float64)
+        D, P = X[:, : -self.n_pose], X[:, -self.n_pose:]
+        return D - self._design(P) @ self.coef_ + self.mean_
+
