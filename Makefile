@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: venv demo demo-data report test test-fast test-cluster bench-plan lint clean
+.PHONY: venv demo demo-data mesh-weights report test test-fast test-cluster bench-plan bench-actions lint clean
 
 venv: $(VENV)/.installed
 
@@ -31,7 +31,12 @@ $(VENV_MP)/.installed: envs/mediapipe.yaml
 demo-data: venv
 	$(PY) -m neopain.demo resources/demo
 
-demo: venv demo-data
+# The tracker's default 468-point face mesh (and BlazeFace): face_landmark.tflite etc. taken
+# from the pinned mediapipe==0.10.21 wheel (pip download, sha256-verified), never committed.
+mesh-weights: venv
+	$(PY) -m neopain.mpmodels resources/weights
+
+demo: venv demo-data mesh-weights
 	$(SNAKEMAKE) --cores $(CORES)
 	$(SNAKEMAKE) --report results/report.html
 	@echo
@@ -45,10 +50,10 @@ report: venv
 lint: venv
 	$(SNAKEMAKE) --lint
 
-test: venv
+test: venv mesh-weights
 	$(PY) -m pytest -q -rs
 
-test-fast: venv
+test-fast: venv mesh-weights
 	$(PY) -m pytest -q -rs -m "not slow"
 
 # A real single-node SLURM (Debian slurmctld/slurmd/munge, root) runs the tiny DAG through
@@ -56,7 +61,7 @@ test-fast: venv
 # PID and the /etc/slurm links removed afterwards, whatever the outcome (with the plugin
 # installed, a stale /etc/slurm/slurm.conf would cost every snakemake call ~10 s).
 SLURM_PLUGINS := snakemake-executor-plugin-slurm==2.8.0 snakemake-executor-plugin-slurm-jobstep==0.6.1
-test-cluster: venv
+test-cluster: venv mesh-weights
 	$(PY) -c "import snakemake_executor_plugin_slurm" 2>/dev/null || $(PY) -m pip install --quiet $(SLURM_PLUGINS)
 	bash tests/cluster/slurm_local.sh clean
 	bash tests/cluster/slurm_local.sh install
@@ -70,6 +75,9 @@ bench-plan: venv
 
 bench-track: venv
 	$(PY) bench/track_fps.py
+
+bench-actions: venv mesh-weights
+	$(PY) bench/bench_actions.py
 
 clean:
 	rm -rf results logs .snakemake

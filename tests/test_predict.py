@@ -124,6 +124,10 @@ def test_predict_infant_full_video_and_a_video_without_a_face(model, videos, tmp
     assert len(ep) == 1 and ep["end"].iloc[0] == pytest.approx(10.0, abs=0.05)
     assert ep["status"].iloc[0] in ("pain", "no_pain")
     assert not (out / "infant_000056.annotated.mp4").exists()       # PHI: off by default
+    # issue 15: the face mesh's PSPI-like composite and head pose beside the probability
+    okf = fr[fr["ok"]]
+    assert okf[["pspi", "yaw", "pitch", "roll"]].notna().mean().min() >= 0.95
+    assert (okf["pspi"].dropna() >= 0).all() and s["pspi_peak"] == okf["pspi"].max()
     fr, ep, s = _check_outputs(out, "no_face")
     assert len(fr) == 95 and not fr["ok"].any()
     assert set(fr["reason"]) == {"no_face"} and fr["probability"].isna().all()

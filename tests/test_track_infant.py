@@ -25,10 +25,49 @@ def detector() -> MTCNNDetector:
 
 
 @pytest.fixture(scope="module")
-def infant(videos, detector):
+def mesh_refiner():
+    """The default 468-point mesh (LiteRT) when `make mesh-weights` has run, else None."""
+    from neopain.detectors import FaceMeshRefiner
+    from neopain.mpmodels import MESH_FILE
+
+    d = Path(__file__).resolve().parents[1] / "resources" / "weights"
+    if not (d / MESH_FILE).is_file():
+        return None
+    return FaceMeshRefiner(model_dir=d, backend="litert", replace_five=False, threads=1)
+
+
+@pytest.fixture(scope="module")
+def infant(videos, detector, mesh_refiner):
     path = videos / "infant_000056.mp4"
-    table, qc = track_video(path, detector)
+    table, qc = track_video(path, detector, refiner=mesh_refiner)
     return path, table, qc
+
+
+def test_infant_mesh_lands_on_the_face(infant):
+    """Issue 15: in >= 95% of the tracked frames the mesh centroid lies in the tracked box
+    and its eye points in the upper half of the aligned crop; the actions are finite."""
+    from neopain.actions import EYE_L, EYE_R, POSE, frame_actions
+
+    _, table, qc = infant
+    if "refiner" not in qc["detector"]:
+        pytest.skip("face_landmark.tflite absent: run `make mesh-weights`")
+    d = table.to_pydict()
+    good = finite = n = 0
+    for i, ok in enumerate(d["ok"]):
+        if not ok:
+            continue
+        n += 1
+        mesh = np.asarray(d["dense_landmarks"][i]).reshape(468, 2)
+        lm = np.asarray(d["landmarks"][i]).reshape(5, 2)
+        cx, cy = mesh.mean(0)
+        in_box = d["x1"][i] <= cx <= d["x2"][i] and d["y1"][i] <= cy <= d["y2"][i]
+        _, M = align(np.zeros((8, 8, 3), np.uint8), lm, 224)
+        eyes = transform_points(M, mesh[list(EYE_R + EYE_L)])
+        good += int(in_box and eyes[:, 1].max() < 112)
+        act = frame_actions(mesh, np.asarray(d["dense_depth"][i]))
+        finite += int(all(np.isfinite(v) for k, v in act.items() if k not in POSE))
+    print(f"infant mesh on the face: {good}/{n}, finite actions {finite}/{n}")
+    assert n >= 270 and good >= 0.95 * n and finite == n, (good, finite, n)
 
 
 def test_infant_tracked_in_90_percent_of_frames(infant):

@@ -26,10 +26,13 @@ Backends (``track.detector`` in config.yaml, registry :data:`DETECTORS`):
     (``track.mediapipe.python``, default ``.venv-mediapipe/bin/python``: mediapipe
     0.10.21 needs numpy<2 and protobuf 4, which the main environment cannot hold).
 
-Landmark refiner (``track.landmarks: facemesh``): :class:`FaceMeshRefiner` runs
-the MediaPipe face-mesh model as ONNX (``FaceMesh.onnx``, onnxruntime, 468
-points) on an upright 192x192 crop of each detection, and replaces the five
-points by mesh-derived ones; works with any backend.
+Landmark refiner (``track.landmarks: facemesh``, the default): :class:`FaceMeshRefiner`
+runs the MediaPipe 468-point face mesh on an upright 192x192 crop of each detection
+(any backend, any roll): ``face_landmark.tflite`` taken from the pinned mediapipe
+wheel (:mod:`neopain.mpmodels`) run by ``ai-edge-litert`` (``backend: litert``), or
+the same network as ``FaceMesh.onnx`` run by onnxruntime (``backend: onnx``).  It sets
+``dense`` (x, y), ``depth`` (z, same pixel scale) and ``mesh_score``; with
+``replace_five`` the five points become mesh-derived ones.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ class Detection:
     landmarks: np.ndarray  #: (5, 2) in template order (see module docstring)
     dense: np.ndarray | None = None  #: (N, 2) dense landmarks (468 mesh / 106), or None
     face_size: float | None = None  #: side of the face box in the detector's own frame
+    depth: np.ndarray | None = None  #: (N,) mesh z in the frame's pixel scale (face mesh only)
+    mesh_score: float | None = None  #: face-mesh face-presence probability
 
     @property
     def area(self) -> float:
@@ -479,36 +484,106 @@ def _roll_of(landmarks: np.ndarray) -> float:
     return math.atan2(v[1], v[0])
 
 
+class _LiteRTMesh:
+    """``face_landmark.tflite`` with ai-edge-litert: (1, 192, 192, 3) -> 1404 + face logit."""
+
+    package = "ai-edge-litert"
+
+    def __init__(self, path: Path, threads: int | None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        n = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 1
+        self._it = Interpreter(model_path=str(path), num_threads=n)
+        self._it.allocate_tensors()
+        self._inp = self._it.get_input_details()[0]["index"]
+        outs = {int(np.prod(d["shape"])): d["index"] for d in self._it.get_output_details()}
+        if 1404 not in outs or 1 not in outs:
+            raise ValueError(f"{path}: not MediaPipe's face_landmark model (outputs {sorted(outs)})")
+        self._pts, self._flag = outs[1404], outs[1]
+        self.device = "cpu"
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, float | None]:
+        self._it.set_tensor(self._inp, x)
+        self._it.invoke()
+        logit = float(self._it.get_tensor(self._flag).ravel()[0])
+        return self._it.get_tensor(self._pts).reshape(-1, 3), logit
+
+
+class _OnnxMesh:
+    """``FaceMesh.onnx`` with onnxruntime (the same network, no face flag)."""
+
+    package = "onnxruntime"
+
+    def __init__(self, path: Path, device: str | None, threads: int | None):
+        self._sess, self.device = _ort_session(path, device, threads)
+        self._inp = self._sess.get_inputs()[0].name
+        outs = self._sess.get_outputs()
+        self._flag = next((k for k, o in enumerate(outs) if int(np.prod(
+            [d for d in o.shape if isinstance(d, int)] or [0])) == 1), None)
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, float | None]:
+        outs = self._sess.run(None, {self._inp: x})
+        pts = next(o for o in outs if o.size == 1404).reshape(-1, 3)
+        logit = None if self._flag is None else float(np.ravel(outs[self._flag])[0])
+        return pts, logit
+
+
 class FaceMeshRefiner:
-    """468 MediaPipe face-mesh landmarks from ``FaceMesh.onnx`` (onnxruntime).
+    """468 MediaPipe face-mesh landmarks (x, y, z) on every accepted face.
 
     The model takes a 1x192x192x3 RGB crop in [0, 1] of an upright face (the
     detection box enlarged 1.5x, rotated so that the eyes are level, as
     MediaPipe's own pipeline feeds it) and returns 468 x (x, y, z) in crop
-    pixels.  :meth:`refine` maps them back and sets ``dense`` and the five
-    template points (``replace_five``).
+    pixels (z: depth relative to the face's centre, same scale as x) and a
+    face-presence logit.  :meth:`refine` maps them back to the frame and sets
+    ``dense``, ``depth``, ``mesh_score`` and, with ``replace_five``, the five
+    template points.
+
+    ``backend``: ``litert`` (``face_landmark.tflite`` from the mediapipe wheel,
+    :mod:`neopain.mpmodels`, default) or ``onnx`` (``FaceMesh.onnx``).  The model
+    file is looked up in ``model_dir``; ``None`` tries ``resources/weights`` in the
+    working directory, then the repository's ``resources/weights``.
     """
 
     name = "facemesh"
-    FILE = "FaceMesh.onnx"
+    FILES = {"litert": "face_landmark.tflite", "onnx": "FaceMesh.onnx"}
     SIZE = 192
 
     def __init__(self, model_dir: str | os.PathLike | None = None, sha256: str | None = None,
-                 replace_five: bool = True, device: str | None = None, threads: int | None = None):
+                 replace_five: bool = True, device: str | None = None,
+                 threads: int | None = None, backend: str = "onnx"):
+        if backend not in self.FILES:
+            raise ValueError(f"track.facemesh.backend must be one of {sorted(self.FILES)}, "
+                             f"got {backend!r}")
+        fname = self.FILES[backend]
+        if model_dir is None and backend == "litert":
+            model_dir = next((d for d in (Path("resources/weights"), Path(__file__).resolve()
+                                          .parents[2] / "resources" / "weights")
+                              if (d / fname).is_file()), None)
+            if model_dir is None:
+                raise FileNotFoundError(
+                    f"facemesh landmarks: {fname} is not in resources/weights; take it from "
+                    "the pinned mediapipe wheel with `make mesh-weights` (or `python -m "
+                    "neopain.mpmodels DIR`) and/or set track.facemesh.model_dir")
         self.path = _find_model_files(model_dir, "facemesh landmarks",
-                                      "track.facemesh.model_dir", (self.FILE,), None)
+                                      "track.facemesh.model_dir", (fname,), None)
         digest = sha256_file(self.path)
+        if backend == "litert" and not sha256:
+            from .mpmodels import MESH_SHA256
+            sha256 = MESH_SHA256
         if sha256 and digest != sha256:
             raise ValueError(f"{self.path}: sha256 {digest} != pinned {sha256}")
         self._digest = digest
+        self.backend = backend
         self.replace_five = bool(replace_five)
-        self._sess, self._provider = _ort_session(self.path, device, threads)
-        self._inp = self._sess.get_inputs()[0].name
+        self._net = (_LiteRTMesh(self.path, threads) if backend == "litert"
+                     else _OnnxMesh(self.path, device, threads))
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "package": "onnxruntime", "version": _version("onnxruntime"),
-                "weights": {self.path.name: self._digest}, "device": self._provider,
-                "params": {"replace_five": self.replace_five}}
+        return {"name": self.name, "package": self._net.package,
+                "version": _version(self._net.package),
+                "weights": {self.path.name: self._digest}, "device": self._net.device,
+                "params": {"replace_five": self.replace_five, "backend": self.backend}}
 
     def refine(self, rgb: np.ndarray, det: Detection) -> Detection:
         lm = np.asarray(det.landmarks, dtype=np.float64).reshape(5, 2)
@@ -522,12 +597,15 @@ class FaceMeshRefiner:
         A[:, 2] = self.SIZE / 2 - A[:, :2] @ c
         crop = cv2.warpAffine(rgb, A, (self.SIZE, self.SIZE), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        x = (crop.astype(np.float32) / 255.0)[None]
-        pts = self._sess.run(None, {self._inp: x})[0].reshape(-1, 3)[:, :2].astype(np.float64)
+        x = np.ascontiguousarray((crop.astype(np.float32) / 255.0)[None])
+        raw, logit = self._net(x)
+        pts = raw[:, :2].astype(np.float64)
         Ainv = cv2.invertAffineTransform(A)
         mesh = pts @ Ainv[:, :2].T + Ainv[:, 2]
+        depth = raw[:, 2].astype(np.float64) / k  # crop pixels -> frame pixels
         five = mesh_to_five(mesh) if self.replace_five else lm
-        return replace(det, landmarks=five, dense=mesh)
+        score = None if logit is None else float(1.0 / (1.0 + math.exp(-logit)))
+        return replace(det, landmarks=five, dense=mesh, depth=depth, mesh_score=score)
 
 
 # ---------------------------------------------------------------------------- mediapipe

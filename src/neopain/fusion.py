@@ -12,7 +12,11 @@ scaler or classifier):
   videos*. The top ``fusion.strain_k`` (default 5, as the paper's five) are chosen
   by the same selector fitted on the training videos, one row per video (a
   video's keyframes share one strain vector); ``strain_k: null`` keeps all;
-* **fused** -- the two concatenated: ``k`` deep + ``strain_k`` strain features.
+* **fused** -- the two concatenated: ``k`` deep + ``strain_k`` strain features;
+* with facial actions (``actions.enabled``, :mod:`neopain.actions`): **actions** -- the
+  video-level action statistics, per keyframe like strain (imputed and the top
+  ``fusion.actions_k``, default 10, selected on the training videos), and
+  **deep+strain+actions** -- the three concatenated.
 
 Each feature set goes through :func:`neopain.classify.score_folds` with the
 configured classifiers and preset, so the three are scored exactly as the deep
@@ -43,6 +47,8 @@ from .split import fold_subjects
 log = logging.getLogger(__name__)
 
 FEATURE_SETS = ("deep", "strain", "fused")
+ACTION_SETS = ("actions", "deep+strain+actions")  #: with facial actions (issue 15)
+ALL_SETS = FEATURE_SETS + ACTION_SETS
 FUSION_SCHEMA = SCORE_SCHEMA.append(pa.field("features", pa.string()))
 
 
@@ -96,12 +102,14 @@ def fusion_scores(
     strain: np.ndarray, ks: Sequence[int], strain_k: int | None, selector: str,
     selector_params: Mapping, classifiers: Mapping[str, Mapping], seed: int = 0,
     preset: str = "paper", search: Mapping | None = None,
+    actions: np.ndarray | None = None, actions_k: int | None = 10,
 ) -> pd.DataFrame:
     """Per-frame test scores of deep, strain and fused features (see the module doc).
 
     ``X`` (n, D) deep features, ``meta`` video_id/subject_id/frame/y aligned with it,
     ``rankings`` the select stage's per-fold ranking, ``strain`` (n, m) per-keyframe
-    strain features (NaN where a video has none).
+    strain features (NaN where a video has none); ``actions`` (n, a) per-keyframe
+    video-level action statistics (NaN where a video has none) adds :data:`ACTION_SETS`.
     """
     ks = sorted({int(k) for k in ks})
     video_ids = meta["video_id"].to_numpy(dtype=object)
@@ -122,9 +130,19 @@ def fusion_scores(
             log.warning("fold %s: strain selector not fitted (one class among the training "
                         "videos); fold skipped", fold)
             continue
+        keep_a = np.zeros(0, int)
+        if actions is not None:
+            Av = impute_from_training(actions, tr, video_ids)
+            keep_a = rank_strain(Av, y, tr, video_ids, selector, selector_params, actions_k)
+            if keep_a is None:
+                log.warning("fold %s: actions selector not fitted; fold skipped", fold)
+                continue
         deep_cols = rank[: max(ks)]
-        K, ns = len(deep_cols), len(keep)
-        Xf = np.hstack([X[:, deep_cols].astype(np.float64), S[:, keep]])
+        K, ns, na = len(deep_cols), len(keep), len(keep_a)
+        blocks = [X[:, deep_cols].astype(np.float64), S[:, keep]]
+        if actions is not None:
+            blocks.append(Av[:, keep_a])
+        Xf = np.hstack(blocks)
         split_f = split[split["fold"] == fold]
 
         def ranking(cols):
@@ -136,6 +154,12 @@ def fusion_scores(
         for k in ks:
             runs.append(("fused", ranking(np.r_[np.arange(min(k, K)), K + np.arange(ns)]),
                          [min(k, K) + ns]))
+        if actions is not None:
+            runs.append(("actions", ranking(K + ns + np.arange(na)), [na]))
+            for k in ks:
+                runs.append(("deep+strain+actions",
+                             ranking(np.r_[np.arange(min(k, K)), K + np.arange(ns + na)]),
+                             [min(k, K) + ns + na]))
         for name, rk, kk in runs:
             part = score_folds(Xf, meta, split_f, rk, sorted(set(kk)), dict(classifiers),
                                seed, preset=preset, search=dict(search or {}))
@@ -172,7 +196,9 @@ def delong_pairs(scores: pd.DataFrame, t7: pd.DataFrame, aggregation: str = "mea
         for g, v in sel.items():
             part = part[part[g] == v]
         chosen = {r["features"]: r for _, r in t.iterrows()}
-        for a, b in (("strain", "deep"), ("strain", "fused"), ("deep", "fused")):
+        for a, b in (("strain", "deep"), ("strain", "fused"), ("deep", "fused"),
+                     ("actions", "deep"), ("actions", "fused"),
+                     ("deep+strain+actions", "fused"), ("deep+strain+actions", "deep")):
             if a not in chosen or b not in chosen:
                 continue
             pa_, pb_ = _config_rows(part, chosen[a]), _config_rows(part, chosen[b])
@@ -207,7 +233,7 @@ def table7(metrics: pd.DataFrame, scores: pd.DataFrame, aggregation: str = "mean
     parts = []
     groups = metrics.groupby(["backbone", "layer"], sort=True) if len(metrics) else []
     for (b, layer), m in groups:
-        t = _table7(m, "features", FEATURE_SETS)
+        t = _table7(m, "features", ALL_SETS)
         t.insert(0, "layer", layer)
         t.insert(0, "backbone", b)
         parts.append(t)
@@ -215,7 +241,8 @@ def table7(metrics: pd.DataFrame, scores: pd.DataFrame, aggregation: str = "mean
         columns=["backbone", "layer", "protocol", "features", "selector", "classifier"])
     dl = delong_pairs(scores, t7, aggregation, quantile)
     frame = dl[dl["level"] == "frame"]
-    for other in FEATURE_SETS:
+    present = set(t7["features"]) if len(t7) else set()
+    for other in FEATURE_SETS + tuple(a for a in ACTION_SETS if a in present):
         vals = []
         for _, r in t7.iterrows():
             hit = frame[(frame["backbone"] == r["backbone"]) & (frame["layer"] == r["layer"])

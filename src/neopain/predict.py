@@ -17,7 +17,9 @@ pipeline's own code:
 3. per frame: ``ok`` (a face was tracked and scored), ``reason`` (the tracker's:
    ``no_face``, ``occluded``, ...), ``score`` (raw classifier score), ``probability``
    (calibrated probability of pain), ``smoothed`` and ``pred``; frames without a face
-   have NaN / null there -- never 0;
+   have NaN / null there -- never 0; with the tracker's face mesh also ``pspi`` (the
+   PSPI-like facial-action composite over the video's own baseline, :mod:`neopain.actions`)
+   and the head pose ``yaw``/``pitch``/``roll`` (degrees), beside the model's probability;
 4. the *smoother*: a centred moving average of the calibrated probability over
    ``smooth_seconds`` (frames with ``|t - t0| <= smooth_seconds / 2``), computed within
    each *segment* -- a maximal run of consecutive processed frames that are all ``ok`` --
@@ -96,7 +98,24 @@ class PredictOptions:
 
 
 FRAME_COLUMNS = ["video_id", "frame", "timestamp", "ok", "reason", "score", "probability",
-                 "smoothed", "pred", "segment"]
+                 "smoothed", "pred", "segment", "pspi", "yaw", "pitch", "roll"]
+#: the facial-action columns (neopain.actions, from the tracker's face mesh; NaN without one)
+ACTION_COLUMNS = ("pspi", "yaw", "pitch", "roll")
+
+
+def action_columns(track: pa.Table) -> dict[str, np.ndarray]:
+    """PSPI-like composite (per-video baseline) and head pose per track row (NaN where
+    the frame has no mesh), from the track table's face mesh (:mod:`neopain.actions`)."""
+    from .actions import video_actions
+
+    frames = track.column("frame").to_pylist()
+    out = {k: np.full(len(frames), np.nan) for k in ACTION_COLUMNS}
+    act = video_actions(track, None, {"texture": False})
+    pos = {int(f): i for i, f in enumerate(frames)}
+    idx = [pos[int(f)] for f in act.column("frame").to_pylist()]
+    for k in ACTION_COLUMNS:
+        out[k][idx] = act.column(k).to_numpy(zero_copy_only=False)
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -336,7 +355,8 @@ class Predictor:
             "video_id": video_id, "frame": np.asarray(tr["frame"], np.int32), "timestamp": ts,
             "ok": ok, "reason": reason, "score": score, "probability": prob,
             "smoothed": smoothed, "pred": pred,
-            "segment": segments(ok).astype(np.int32)}, columns=FRAME_COLUMNS)
+            "segment": segments(ok).astype(np.int32), **action_columns(table)},
+            columns=FRAME_COLUMNS)
         ep = read_epochs(self.opt.epochs) if self.opt.epochs else None
         epochs = epoch_table(frames, self.model.threshold, self.model.labels,
                              self.opt.epoch_seconds, ep, self.opt.min_coverage)
@@ -368,6 +388,8 @@ class Predictor:
             "timing_s": {"track": t_track, "features_classify": t_feat, "total": elapsed},
             "frames_per_s": n / elapsed if elapsed > 0 else float("nan"),
             "n_scored": n_scored,
+            "pspi_peak": (float(np.nanmax(frames["pspi"])) if frames["pspi"].notna().any()
+                          else None),
         }
         log.info("%s: %d/%d processed frames scored, %d epochs, %.1f frames/s (%s)", path,
                  n_ok, n, len(epochs), summary["frames_per_s"], status)
@@ -687,7 +709,7 @@ def predict_rule(model_path, video, video_id: str, out_dir, cfg: dict, threads: 
 def _empty_result(pred: Predictor, video, video_id: str, error: str) -> dict:
     frames = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(FRAME_COLUMNS, (
         "object", "int32", "float64", "bool", "object", "float64", "float64", "float64",
-        "Int8", "int32"))})
+        "Int8", "int32", "float64", "float64", "float64", "float64"))})
     epochs = epoch_table(frames, pred.model.threshold, pred.model.labels)
     epochs.insert(0, "video_id", video_id)
     summary = {"video_id": video_id, "path": str(video), "status": "error", "error": error,
@@ -699,7 +721,8 @@ def _empty_result(pred: Predictor, video, video_id: str, error: str) -> dict:
                          "format_version": pred.model.manifest["format_version"]},
                "options": {k: v for k, v in asdict(pred.opt).items() if k != "weights_dir"},
                "device": pred.device.type, "smoother": "", "epoch_rule": "",
-               "timing_s": {}, "frames_per_s": float("nan"), "n_scored": 0}
+               "timing_s": {}, "frames_per_s": float("nan"), "n_scored": 0,
+               "pspi_peak": None}
     return {"frames": frames, "epochs": epochs, "summary": summary, "track": None}
 
 

@@ -51,7 +51,9 @@ of the frame in which the face is upright, multiple of 90), ``roll`` (float32,
 the face's in-plane angle in degrees from its landmarks, clockwise positive),
 ``mode`` (``search``, ``roi``, ``full`` or ``skip``: how the frame was examined) and
 ``dense_landmarks`` (468 mesh or 106 points, x/y interleaved, original pixels; null
-when the backend has none).  ``n_faces`` counts the faces of the view(s) examined.
+when the backend has none), ``dense_depth`` (the mesh's z per point, same pixel
+scale; null without the face-mesh refiner) and ``mesh_score`` (its face-presence
+probability).  ``n_faces`` counts the faces of the view(s) examined.
 
 Reasons (column ``reason``): ``ok``; ``no_face`` (nothing found, no subject
 tracked -- also the frames skipped by ``search_every`` while none is); ``low_score``
@@ -139,6 +141,9 @@ TRACK_SCHEMA = pa.schema(
         pa.field("roll", pa.float32()),
         pa.field("mode", pa.string(), nullable=False),
         pa.field("dense_landmarks", pa.list_(pa.float32())),
+        # added by issue 15: the face mesh's depth and face-presence probability
+        pa.field("dense_depth", pa.list_(pa.float32())),
+        pa.field("mesh_score", pa.float32()),
     ]
 )
 
@@ -424,9 +429,13 @@ def _smooth_rows(rows: list[dict], params: TrackParams) -> None:
             shapes = {None if r["det"].dense is None else r["det"].dense.shape for r in run}
             if len(shapes) == 1 and None not in shapes:
                 dense = one_euro(np.stack([r["det"].dense for r in run]), t, size, **kw)
+            depth = None
+            if dense is not None and all(r["det"].depth is not None for r in run):
+                depth = one_euro(np.stack([r["det"].depth for r in run]), t, size, **kw)
             for k, r in enumerate(run):
                 r["det"] = replace(r["det"], landmarks=lm[k], box=tuple(box[k]),
-                                   dense=r["det"].dense if dense is None else dense[k])
+                                   dense=r["det"].dense if dense is None else dense[k],
+                                   depth=r["det"].depth if depth is None else depth[k])
         i = j + 1
 
 
@@ -775,6 +784,8 @@ def _to_table(rows: list[dict]) -> pa.Table:
             cols["landmarks"].append(None)
             cols["roll"].append(float("nan"))
             cols["dense_landmarks"].append(None)
+            cols["dense_depth"].append(None)
+            cols["mesh_score"].append(float("nan"))
         else:
             cols["score"].append(d.score)
             for k, v in zip(("x1", "y1", "x2", "y2"), d.box):
@@ -784,6 +795,9 @@ def _to_table(rows: list[dict]) -> pa.Table:
             cols["roll"].append(roll_degrees(lm))
             cols["dense_landmarks"].append(
                 None if d.dense is None else np.asarray(d.dense, np.float32).ravel().tolist())
+            cols["dense_depth"].append(
+                None if d.depth is None else np.asarray(d.depth, np.float32).tolist())
+            cols["mesh_score"].append(float("nan") if d.mesh_score is None else d.mesh_score)
     return pa.Table.from_pydict(cols, schema=TRACK_SCHEMA)
 
 
@@ -815,10 +829,18 @@ def build_detector(cfg: dict[str, Any], repo_root: str | os.PathLike | None = No
     else:
         det = make_detector(name)  # raises naming the known detectors
     refiner = None
-    if cfg.get("landmarks", "detector") == "facemesh":
+    if cfg.get("landmarks", "facemesh") == "facemesh":
         sub = dict(cfg.get("facemesh", {}) or {})
-        refiner = FaceMeshRefiner(model_dir=_path(sub.get("model_dir")), sha256=sub.get("sha256"),
-                                  device=dev)
+        mdir = _path(sub.get("model_dir"))
+        backend = sub.get("backend") or "auto"
+        if backend == "auto":  # litert unless the folder holds only FaceMesh.onnx
+            only_onnx = mdir is not None and os.path.isfile(
+                os.path.join(str(mdir), FaceMeshRefiner.FILES["onnx"])) and not os.path.isfile(
+                os.path.join(str(mdir), FaceMeshRefiner.FILES["litert"]))
+            backend = "onnx" if only_onnx else "litert"
+        refiner = FaceMeshRefiner(model_dir=mdir, sha256=sub.get("sha256"),
+                                  device=dev, backend=backend,
+                                  replace_five=bool(sub.get("replace_five", False)))
     return det, refiner
 
 

@@ -26,11 +26,14 @@ rule fusion:
         split="results/splits/{protocol}.parquet",
         selection="results/selection/{backbone}/{layer}/{protocol}/{selector}.parquet",
         strain="results/strain/_features.parquet",
+        # with facial actions (actions.smk): Table 7 gains actions and deep+strain+actions
+        actions=["results/features/actions/video/features.parquet"] if ACTIONS else [],
     output:
         "results/fusion/{backbone}/{layer}/{protocol}/{selector}.parquet",
     params:
         k=FUSION_K,
         strain_k=FUSION.get("strain_k", 5),
+        actions_k=FUSION.get("actions_k", 10),
         selector=lambda wc: SELECTORS[wc.selector],
         classifiers=config["classify"]["classifiers"],
         preset=config["classify"].get("preset", "paper"),
