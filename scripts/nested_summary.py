@@ -39,6 +39,9 @@ def main(sm):
         "choices.parquet, every candidate's test scores in .../scores.parquet.",
     ]
     provenance.write_text(to_markdown(table, notes), sm.output.md)
+    from neopain.report_pages import summary_page
+
+    provenance.write_text(summary_page(table), sm.output.page)
 
 
 runtime.run(snakemake, main)  # noqa: F821

@@ -172,6 +172,8 @@ class Fitter:
         y = view.y_rows
         rows = np.flatnonzero(te)
         vids = np.unique(view.row_video[rows])
+        if not len(rows):  # a held-out subject without features (no face tracked)
+            return vids, np.zeros(0), np.zeros(0, int)
         if len(np.unique(y[tr])) < 2:  # a training part with one class: NaN scores
             log.warning("%s fold %s: training rows hold one class; %s not fitted", stage,
                         fold, cand.model)

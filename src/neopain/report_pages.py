@@ -176,3 +176,26 @@ def notes_for(params: dict) -> list[str]:
             "they print as n/a (too few subjects).",
             "All configurations: metrics.csv (download) and results/evaluation/"
             "metrics.parquet."]
+
+
+def summary_page(summ: pd.DataFrame) -> str:
+    """The study's headline table (:mod:`neopain.summary`), honest estimate first."""
+    cap = ("How well does it recognise pain, per recording? 'nested' is the honest "
+           "estimate: its configuration is chosen inside each training fold, so the test "
+           "subjects never influence the choice. Rows marked optimistic chose their "
+           "configuration on the test results (as the papers' tables do); 'median' is a "
+           "typical configuration; 'permuted' reruns the whole search with shuffled labels "
+           "(should be near AUC 0.5); 'chance' answers the larger class every time. Each "
+           "cell: estimate (95% CI, bootstrap over subjects).")
+    cols = ["protocol", "estimate", "auc", "auc_lo", "auc_hi", "balanced_accuracy",
+            "balanced_accuracy_lo", "balanced_accuracy_hi", "sensitivity", "specificity",
+            "n_videos", "n_pos", "n_subjects", "n_configurations", "optimistic",
+            "description", "configuration"]
+    shown = summ[cols]
+    names = {**_names(shown), "auc": "AUC per recording", "balanced_accuracy":
+             "balanced accuracy per recording", "n_pos": "recordings with pain",
+             "n_configurations": "configurations searched", "description": "what it is"}
+    est = shown["estimate"].to_numpy()
+    body = table(display(shown, names), row_class=lambda i: (
+        "chance" if est[i] == "chance" else "flag" if shown["optimistic"].iloc[i] else ""))
+    return page("Summary: the honest estimate beside the optimistic one", [caption(cap), body])

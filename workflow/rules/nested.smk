@@ -43,8 +43,10 @@ rule nested_summary:
         **{k: [f"results/nested/{p}/{k}.parquet" for p in NESTED_PROTOCOLS] for k in NESTED_PARTS},
         metrics="results/evaluation/metrics.parquet",
     output:
-        md=report("results/evaluation/summary.md", category="Results"),
+        md="results/evaluation/summary.md",
         parquet="results/evaluation/summary.parquet",
+        page=report("results/report/summary.html", caption="../report/summary.rst",
+                    category="1. Results", subcategory="Summary"),
     params:
         protocols=NESTED_PROTOCOLS,
         n_boot=config["evaluate"]["n_boot"],
