@@ -250,3 +250,16 @@ def test_per_subject_results_of_the_table5_choice():
     assert ps.loc["B", "frame_accuracy"] == pytest.approx(1 / 2)
     assert ps.loc["C", "frame_accuracy"] == 0.0
     assert set(ps["configuration"]) == {"su(5) nb"}
+
+
+def test_nan_scores_of_an_unfitted_model_give_undefined_auc_not_an_error():
+    import numpy as np
+
+    from neopain.evaluate import binary_metrics, bootstrap_ci
+
+    y = np.array([0, 1, 0, 1])
+    score = np.array([np.nan, np.nan, np.nan, np.nan])
+    m = binary_metrics(y, np.zeros(4, int), score)
+    assert np.isnan(m["auc"]) and m["accuracy"] == 0.5
+    ci = bootstrap_ci(y, np.zeros(4, int), score, ["a", "b", "c", "d"], 50)
+    assert np.isnan(ci["auc"][0]) and np.isfinite(ci["accuracy"][0])

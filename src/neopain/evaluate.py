@@ -87,7 +87,10 @@ def binary_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[s
     spec = tn / (tn + fp) if tn + fp else float("nan")
     prec = tp / (tp + fp) if tp + fp else float("nan")
     f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else float("nan")
-    auc = roc_auc_score(y, score) if len(np.unique(y)) == 2 else float("nan")
+    # NaN scores: a model that could not be fitted (e.g. a one-class or constant training
+    # part); its AUC is undefined, not an error
+    finite = np.all(np.isfinite(np.asarray(score, dtype=np.float64)))
+    auc = roc_auc_score(y, score) if len(np.unique(y)) == 2 and finite else float("nan")
     return {
         "n": n, "n_pos": int((y == 1).sum()),
         "accuracy": (tp + tn) / n if n else float("nan"),
@@ -173,7 +176,8 @@ def bootstrap_replicates(y, pred, score, subjects, n_boot=1000, seed=0) -> dict:
             "balanced_accuracy": np.where(np.isnan(sens), spec,
                                           np.where(np.isnan(spec), sens, (sens + spec) / 2)),
             "f1": 2 * tp / (2 * tp + fp + fn),
-            "auc": np.einsum("bs,st,bt->b", W, M, W) / ((W @ n_pos_s) * (W @ n_neg_s)),
+            "auc": (np.einsum("bs,st,bt->b", W, M, W) / ((W @ n_pos_s) * (W @ n_neg_s))
+                    if np.all(np.isfinite(score)) else np.full(n_boot, np.nan)),
         }
     return {k: np.where(np.isfinite(v), v, np.nan) for k, v in out.items()}
 

@@ -123,6 +123,8 @@ def _paper_rows(metrics: pd.DataFrame | None, proto: str) -> list[dict]:
     if metrics is None or not len(metrics):
         return []
     m = metrics[(metrics["protocol"] == proto) & (metrics["level"] == "video")]
+    if "constant" in m.columns:  # a constant predictor is never a "best" configuration
+        m = m[~m["constant"].fillna(False).astype(bool)]
     if not len(m):
         return []
     m = m.reset_index(drop=True)
@@ -148,6 +150,7 @@ def _paper_rows(metrics: pd.DataFrame | None, proto: str) -> list[dict]:
 def to_markdown(table: pd.DataFrame, notes: list[str]) -> str:
     """The summary as Markdown: one section per protocol, headline first."""
     from .evaluate import _fmt
+    from .report_html import MIN_SUBJECTS_CI
 
     lines = ["# Summary: how well does it recognise pain?", ""]
     lines += [f"> {n}" for n in notes] + [""]
@@ -161,6 +164,8 @@ def to_markdown(table: pd.DataFrame, notes: list[str]) -> str:
                 v, lo, hi = r[m], r[f"{m}_lo"], r[f"{m}_hi"]
                 if pd.isna(v):
                     return "n/a"
+                if r["estimate"] != "chance" and r["n_subjects"] < MIN_SUBJECTS_CI:
+                    return f"{v:.3f} [n/a (too few subjects)]"
                 return f"{v:.3f}" if pd.isna(lo) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
             what = r["description"] + (" — OPTIMISTIC" if r["optimistic"] else "")
             if r["configuration"]:

@@ -12,7 +12,9 @@ NESTED_TABLES = (
     [tuple(t.split("/")) for t in NESTED["tables"]] if NESTED["tables"] else LAYER_TARGETS
 )
 NESTED_PARTS = ("scores", "choices", "predictions", "permuted")
-NESTED_TARGETS = ["results/evaluation/summary.md"] if NESTED_ON else []
+NESTED_TARGETS = (
+    ["results/evaluation/summary.md", "results/report/summary.html"] if NESTED_ON else []
+)
 
 
 rule nested:
