@@ -130,3 +130,28 @@ def test_permuted_labels_give_chance_on_real_ckplus_features(ckplus48_mobilenet)
     with pytest.raises(AssertionError):  # the permutation really shuffled the labels
         np.testing.assert_array_equal(perm.sort_values("video_id")["y"],
                                       true.sort_values("video_id")["y"])
+
+
+def test_frame_route_scores_videos_by_the_mean_of_their_frame_scores():
+    X, meta = offset_task(n_subjects=6)
+    split = loso(meta)
+    views = ns.build_views({("s", "f"): (X, meta)}, ["center"],
+                           {ns.FRAME_SCORES: ["mean"], "mean_std": ["mean", "std"]})
+    frame_view = views[("s", "f", "center", ns.FRAME_SCORES)]
+    assert len(frame_view.X) == len(meta)                  # rows are frames
+    assert len(views[("s", "f", "center", "mean_std")].X) == meta["video_id"].nunique()
+    cands = ns.candidates(views, [{"selector": "all"}], {"logreg_l2": {"C": [0.1]}})
+    fit = ns.Fitter(seed=0)
+    c = [c for c in cands if c.pooling == ns.FRAME_SCORES][0]
+    train, test = fold_subjects(split, 0)
+    vids, s, _ = fit(c, frame_view, train, test)
+    # by hand: the same model on the training frames, mean of each test video's frames
+    from neopain import videomodels as vm
+
+    tr = meta["subject_id"].isin(train).to_numpy()
+    te = meta["subject_id"].isin(test).to_numpy()
+    model = vm.fit(vm.make_model("logreg_l2", {"C": 0.1}), frame_view.X[tr], meta["y"][tr])
+    by_hand = pd.Series(vm.positive_score(model, frame_view.X[te])).groupby(
+        meta.loc[te, "video_id"].to_numpy()).mean()
+    np.testing.assert_allclose(s, by_hand.loc[frame_view.videos["video_id"].iloc[vids]],
+                               rtol=1e-6)
