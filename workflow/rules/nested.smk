@@ -9,7 +9,7 @@ NESTED = config["nested"]
 NESTED_ON = bool(NESTED["enabled"])
 NESTED_PROTOCOLS = list(NESTED["protocols"] or PROTOCOLS)
 NESTED_TABLES = (
-    [tuple(t.split("/")) for t in NESTED["tables"]] if NESTED["tables"] else LAYER_TARGETS
+    [(t["backbone"], t["layer"]) for t in NESTED["tables"]] if NESTED["tables"] else LAYER_TARGETS
 )
 NESTED_PARTS = ("scores", "choices", "predictions", "permuted")
 NESTED_TARGETS = (
