@@ -74,8 +74,9 @@ from .calibrate import Calibrator, choose_threshold, fit_calibrator, grouped_oof
 log = logging.getLogger(__name__)
 
 FORMAT = "neopain-model"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 1             #: frame-level artefacts (readable by every neopain)
+VIDEO_FORMAT_VERSION = 2       #: video-level artefacts (neopain.videoexport)
+SUPPORTED_VERSIONS = (1, 2)
 SUFFIX = ".neopain"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -135,9 +136,13 @@ def serialise_pipeline(model) -> tuple[dict, dict[str, np.ndarray]]:
     Exportable: MinMaxScaler / StandardScaler; GaussianNB, KNeighborsClassifier
     (uniform or distance weights; euclidean, manhattan or minkowski metric), SVC
     (linear, rbf, poly, sigmoid kernels; two classes), RandomForestClassifier (one
-    output). Anything else raises :class:`UnsupportedModelError` naming the type.
+    output), and the linear models of :mod:`neopain.videomodels` (two-class
+    LogisticRegression: probability; LinearSVC: decision value) as ``coef``/``intercept``.
+    Anything else raises :class:`UnsupportedModelError` naming the type.
     """
     from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
     from sklearn.naive_bayes import GaussianNB
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.svm import SVC
@@ -209,10 +214,19 @@ def serialise_pipeline(model) -> tuple[dict, dict[str, np.ndarray]]:
                        "clf.feature": np.concatenate(feat),
                        "clf.threshold": np.concatenate(thr),
                        "clf.value": np.concatenate(val)})
+    elif t in (LogisticRegression, LinearSVC) and hasattr(clf, "coef_"):
+        if len(classes) != 2:
+            raise UnsupportedModelError(f"only two-class {t.__name__} models are exportable")
+        spec["classifier"] = {"type": "Linear", "link": "logistic" if t is LogisticRegression
+                              else "none", "score": "proba" if t is LogisticRegression
+                              else "decision", "sklearn": t.__name__}
+        arrays.update({"clf.coef": np.asarray(clf.coef_, np.float64).ravel(),
+                       "clf.intercept": np.asarray(clf.intercept_, np.float64).ravel()})
     else:
         raise UnsupportedModelError(
             f"cannot export a {t.__module__}.{t.__name__}; exportable classifiers: "
-            "GaussianNB, KNeighborsClassifier, SVC, RandomForestClassifier")
+            "GaussianNB, KNeighborsClassifier, SVC, RandomForestClassifier, "
+            "LogisticRegression (two classes), LinearSVC")
     spec["classifier"]["n_features"] = int(getattr(clf, "n_features_in_", 0))
     return spec, arrays
 
@@ -267,16 +281,25 @@ class ScoreModel:
             return self._knn(X)
         if self.kind == "RandomForestClassifier":
             return self._rf(X)
+        if self.kind == "Linear" and self.spec["classifier"]["link"] == "logistic":
+            p = 1.0 / (1.0 + np.exp(-self._linear(X)))
+            return np.stack([1.0 - p, p], axis=1)
         raise ArtefactError(f"classifier {self.kind} has no probabilities (decision only)")
 
     def positive_score(self, X: np.ndarray) -> np.ndarray:
-        if self.kind == "SVC":
-            s = self._svc(self.transform(X))
+        if self.kind == "SVC" or (self.kind == "Linear"
+                                  and self.spec["classifier"]["score"] == "decision"):
+            X = self.transform(X)
+            s = self._svc(X) if self.kind == "SVC" else self._linear(X)
             return s if self.classes[-1] == 1 else -s
         proba = self.predict_proba(X)
         return proba[:, self.classes.index(1)] if 1 in self.classes else np.zeros(len(X))
 
     # --- classifiers ---------------------------------------------------------
+    def _linear(self, X):
+        """Decision value ``X w + b`` (scikit-learn's ``decision_function``)."""
+        return X @ self.a["clf.coef"] + self.a["clf.intercept"][0]
+
     def _nb(self, X):
         theta, var, prior = self.a["clf.theta"], self.a["clf.var"], self.a["clf.class_prior"]
         jll = []
@@ -634,8 +657,18 @@ class ExportedModel:
                     raise ArtefactError(f"{path}: member {name!r} is not a plain NumPy array "
                                         f"({exc})") from None
         self._weights = {n[8:]: b for n, b in members.items() if n.startswith("weights/")}
-        self.features = np.asarray(self.arrays["selected_features"], dtype=np.int64)
-        self.scorer = ScoreModel(self.info["model"], self.arrays)
+        #: "frame" (frame scores from selected features) or "video" (neopain.videoexport)
+        self.level = str(self.info.get("level", "frame"))
+        self.video = None
+        if self.level == "video":
+            from .videoexport import VideoScorer
+
+            self.video = VideoScorer(self.info["video"], self.arrays)
+            self.features = None
+            self.scorer = self.video.model
+        else:
+            self.features = np.asarray(self.arrays["selected_features"], dtype=np.int64)
+            self.scorer = ScoreModel(self.info["model"], self.arrays)
         self.calibrator = Calibrator.from_dict(self.info["calibration"])
         self.threshold = float(self.info["threshold"]["value"])
 
@@ -652,6 +685,9 @@ class ExportedModel:
         dim = int(self.info["backbone"]["feature_dim"])
         if F.ndim != 2 or F.shape[1] != dim:
             raise ValueError(f"features must be n x {dim}, got {F.shape}")
+        if self.video is not None:
+            raise ValueError(f"{self.path}: a video-level model scores recordings, not single "
+                             "frames: use .video.score_frames(F, reference)")
         return self.scorer.positive_score(np.asarray(F[:, self.features], dtype=np.float64))
 
     def probability(self, F: np.ndarray) -> np.ndarray:
@@ -662,6 +698,13 @@ class ExportedModel:
 
     def summary(self) -> str:
         b, c = self.info["backbone"], self.info["configuration"]
+        if self.video is not None:
+            v = self.info["video"]
+            return (f"{self.path.name} (sha256 {self.sha256[:16]}..., format "
+                    f"{self.manifest['format_version']}): video-level {b['name']}/"
+                    f"{b['layer']}, baseline {v['baseline']}, pooling {v['pooling']} "
+                    f"{v['stats']}, {c['selector']}({c['k']}) {c['model']} {c['params']}, "
+                    f"calibration {self.calibrator.method}, threshold {self.threshold:.4f}")
         return (f"{self.path.name} (sha256 {self.sha256[:16]}..., format "
                 f"{self.manifest['format_version']}): {b['name']}/{b['layer']} "
                 f"{c['selector']}({c['k']}) {c['classifier']}, calibration "
