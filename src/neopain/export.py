@@ -859,10 +859,13 @@ def evaluation_calibration(
 # ----------------------------------------------------------------------------
 def study_configuration(study: Mapping[str, Any], table5: pd.DataFrame | None
                         ) -> tuple[Configuration, str]:
-    """The configuration to export and how it was chosen (``export.configuration``:
-    ``best`` or a mapping backbone, layer, protocol, selector, k, classifier)."""
+    """The paper-path configuration to export and how it was chosen
+    (``export.configuration``: ``best`` or a mapping backbone, layer, protocol, selector, k, classifier)."""
     exp = dict(study.get("export") or {})
-    named = exp.get("configuration", "best")
+    named = exp.get("configuration", "nested")
+    if named == "nested":
+        raise ValueError("export.configuration nested: exported by "
+                         "neopain.videoexport.export_nested_study, not from Table 5")
     if named in (None, "best"):
         cfg = choose_configuration(table5, exp.get("protocol"))
         how = ("best Table 5 row (highest frame-level test accuracy, ties frame AUC"
@@ -917,6 +920,42 @@ def _metrics_record(metrics: pd.DataFrame, cfg: Configuration) -> dict:
     return out
 
 
+def study_pipeline(study: Mapping[str, Any], backbone: str, layer: str,
+                   sources: Mapping[str, str], features) -> tuple[dict, dict | None]:
+    """The study's unfitted settings of one backbone for :func:`export_model` (weights
+    pinned by the sha256 the feature table's provenance records) and the embedded
+    weights (``export.embed_weights``) or None."""
+    from .backbones import get_spec, locate_weights
+
+    exp = dict(study.get("export") or {})
+    ex = dict(study.get("extract") or {})
+    bcfg = {k: v for k, v in ((ex.get("backbones") or {}).get(backbone) or {}).items()
+            if k != "layers"}
+    spec = get_spec(backbone, bcfg)
+    wkey = f"weights:{spec.weights_file}"
+    if wkey not in sources:
+        raise ValueError(f"{features}: its provenance names no {wkey!r}; cannot pin the "
+                         "backbone weights")
+    wsha = sources[wkey]
+    bcfg["sha256"] = wsha           # the artefact pins the exact file it was trained with
+    embed = None
+    if exp.get("embed_weights"):
+        wpath = locate_weights(get_spec(backbone, bcfg), ex.get("weights_dir"))
+        embed = {spec.weights_file: Path(wpath).read_bytes()}
+    pipeline = {
+        "labels": list(study["labels"]), "positive_label": study["positive_label"],
+        "fps_for_images": float(study.get("fps_for_images", 30.0)),
+        "track": dict(study.get("track") or {}), "crop": dict(study.get("crop") or {}),
+        "tracker_weights": {k[8:]: v for k, v in sources.items()
+                            if k.startswith("weights:") and k != wkey},
+        "backbone": {"name": backbone, "layer": layer, "cfg": bcfg,
+                     "weights_file": spec.weights_file, "weights_sha256": wsha,
+                     "input_size": spec.input_size, "dtype": ex.get("dtype", "float32"),
+                     "fast_decode": bool(ex.get("fast_decode", True))},
+    }
+    return pipeline, embed
+
+
 def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str | Path,
                  features: str | Path, split: str | Path, scores: str | Path,
                  samples: str | Path, out: Mapping[str, str | Path]) -> dict[str, Any]:
@@ -931,7 +970,7 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
     import pyarrow.parquet as pq
 
     from . import provenance as prov_mod
-    from .backbones import get_spec, locate_weights
+    from .backbones import get_spec
     from .calibrate import brier_score, expected_calibration_error, plot_reliability, \
         reliability_table
     from .evaluate import to_markdown
@@ -950,32 +989,9 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
     subjects = np.asarray(table.column("subject_id").to_pylist(), dtype=object).astype(str)
     fprov = prov_mod.read_provenance(features)
     sources = dict(fprov.get("sources") or {})
-
-    ex = dict(study.get("extract") or {})
-    bcfg = {k: v for k, v in ((ex.get("backbones") or {}).get(cfg.backbone) or {}).items()
-            if k != "layers"}
-    spec = get_spec(cfg.backbone, bcfg)
-    wkey = f"weights:{spec.weights_file}"
-    if wkey not in sources:
-        raise ValueError(f"{features}: its provenance names no {wkey!r}; cannot pin the "
-                         "backbone weights")
-    wsha = sources[wkey]
-    bcfg["sha256"] = wsha           # the artefact pins the exact file it was trained with
-    embed = None
-    if exp.get("embed_weights"):
-        wpath = locate_weights(get_spec(cfg.backbone, bcfg), ex.get("weights_dir"))
-        embed = {spec.weights_file: Path(wpath).read_bytes()}
-    pipeline = {
-        "labels": list(study["labels"]), "positive_label": study["positive_label"],
-        "fps_for_images": float(study.get("fps_for_images", 30.0)),
-        "track": dict(study.get("track") or {}), "crop": dict(study.get("crop") or {}),
-        "tracker_weights": {k[8:]: v for k, v in sources.items()
-                            if k.startswith("weights:") and k != wkey},
-        "backbone": {"name": cfg.backbone, "layer": cfg.layer, "cfg": bcfg,
-                     "weights_file": spec.weights_file, "weights_sha256": wsha,
-                     "input_size": spec.input_size, "dtype": ex.get("dtype", "float32"),
-                     "fast_decode": bool(ex.get("fast_decode", True))},
-    }
+    pipeline, embed = study_pipeline(study, cfg.backbone, cfg.layer, sources, features)
+    wsha = pipeline["backbone"]["weights_sha256"]
+    spec = get_spec(cfg.backbone, pipeline["backbone"]["cfg"])
     mrec = _metrics_record(pq.read_table(metrics).to_pandas(), cfg)
     t5row = t5[(t5["backbone"] == cfg.backbone) & (t5["layer"] == cfg.layer)
                & (t5["protocol"] == cfg.protocol)]
@@ -1089,18 +1105,30 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
     return {**res, "configuration": cfg, "evaluation": ev, "folds_eval": fold_recs}
 
 
-def export_inputs(export_cfg: Mapping[str, Any], layer_targets, protocols, selectors
+def export_inputs(export_cfg: Mapping[str, Any], layer_targets, protocols, selectors,
+                  nested_tables=(), nested_protocols=(), nested_on: bool = False
                   ) -> dict[str, list[str]]:
-    """The ``export`` rule's inputs: a named configuration's files, or every layer's (the
-    best configuration is chosen from Table 5 when the job runs)."""
-    named = export_cfg.get("configuration", "best")
+    """The ``export`` rule's inputs: with ``nested`` (the default) the nested search's
+    feature tables (and, when the nested stage runs, its summary and predictions); a
+    named configuration's files; or every layer's (``best``: chosen from Table 5 when
+    the job runs)."""
+    named = export_cfg.get("configuration", "nested")
+    paper = {"table5": "results/evaluation/table5.parquet",
+             "metrics": "results/evaluation/metrics.parquet", "summary": [], "nested": []}
+    if named == "nested":
+        return {"table5": [], "metrics": [], "scores": [], "splits": [],
+                "features": [f"results/features/{b}/{layer}/features.parquet"
+                             for b, layer in nested_tables],
+                "summary": ["results/evaluation/summary.parquet"] if nested_on else [],
+                "nested": ([f"results/nested/{p}/predictions.parquet"
+                            for p in nested_protocols] if nested_on else [])}
     if named not in (None, "best"):
         b, layer, p, s = (named["backbone"], named["layer"], named["protocol"],
                           named["selector"])
-        return {"features": [f"results/features/{b}/{layer}/features.parquet"],
+        return {**paper, "features": [f"results/features/{b}/{layer}/features.parquet"],
                 "scores": [f"results/scores/{b}/{layer}/{p}/{s}.parquet"],
                 "splits": [f"results/splits/{p}.parquet"]}
-    return {
+    return {**paper,
         "features": [f"results/features/{b}/{layer}/features.parquet"
                      for b, layer in layer_targets],
         "scores": [f"results/scores/{b}/{layer}/{p}/{s}.parquet"
