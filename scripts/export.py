@@ -1,4 +1,4 @@
-"""Snakemake entry point: export the nested choice (neopain.videoexport), the best or a
+"""Snakemake entry point: export the nested choice (neopain.nestedexport), the best or a
 named configuration (neopain.export)."""
 import _bootstrap  # noqa: F401
 from neopain import runtime
@@ -11,7 +11,7 @@ def main(sm):
 
     study = dict(sm.params.study)
     if (study.get("export") or {}).get("configuration", "nested") == "nested":
-        from neopain.videoexport import export_nested_study
+        from neopain.nestedexport import export_nested_study
 
         res = export_nested_study(
             study, features=dict(zip(map(tuple, sm.params.nested_tables), sm.input.features)),

@@ -21,7 +21,7 @@ from neopain.calibrate import (Calibrator, brier_score, choose_threshold,
                                expected_calibration_error, fit_calibrator, fit_platt,
                                grouped_oof_scores)
 from neopain.classify import make_pipeline, positive_score
-from neopain.export import (FORMAT_VERSION, ArtefactError, ScoreModel, UnsupportedModelError,
+from neopain.export import (ArtefactError, ScoreModel, UnsupportedModelError,
                             load, read_artefact, serialise_pipeline, write_artefact)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -374,6 +374,8 @@ def test_run_level_export_round_trip_and_predict_rule(shared_data, tmp_path):
 
 
 def _nested_export_and_predict(work, cfg, shared_data, tmp_path):
+    from _tiny import snakemake
+
     from neopain.nested import build_views, candidates
     from neopain.tables import feature_matrix
     from neopain.videoexport import search_all_subjects
@@ -421,7 +423,10 @@ def _nested_export_and_predict(work, cfg, shared_data, tmp_path):
     ep = pd.read_parquet(work / "results/predict/new_S106.epochs.parquet")
     s = json.loads((work / "results/predict/new_S106.summary.json").read_text())
     assert s["model"]["sha256"] == m.sha256 and s["level"] == "video"
-    assert s["baseline"]["source"].endswith("S106_006") and s["baseline"]["n_frames"] > 0
+    if m.info["video"]["baseline"] == "none":       # chosen here: the sheet's is unused
+        assert s["baseline"]["source"] == "not used (baseline none)"
+    else:
+        assert s["baseline"]["source"].endswith("S106_006") and s["baseline"]["n_frames"] > 0
     assert fr["ok"].all() and fr["probability"].between(0, 1).all()
     assert list(ep.columns[:4]) == ["video_id", "epoch", "start", "end"]
     assert ep["mean_probability"].between(0, 1).all() and ep["decision"].notna().all()

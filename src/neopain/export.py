@@ -703,7 +703,10 @@ class ExportedModel:
             return (f"{self.path.name} (sha256 {self.sha256[:16]}..., format "
                     f"{self.manifest['format_version']}): video-level {b['name']}/"
                     f"{b['layer']}, baseline {v['baseline']}, pooling {v['pooling']} "
-                    f"{v['stats']}, {c['selector']}({c['k']}) {c['model']} {c['params']}, "
+                    f"{v['stats']}, "
+                    + ("all features" if c["selector"] == "all" else
+                       f"{c['selector']}({c['k']})")
+                    + f" {c['model']} {c['params']}, "
                     f"calibration {self.calibrator.method}, threshold {self.threshold:.4f}")
         return (f"{self.path.name} (sha256 {self.sha256[:16]}..., format "
                 f"{self.manifest['format_version']}): {b['name']}/{b['layer']} "
@@ -860,7 +863,8 @@ def evaluation_calibration(
 def study_configuration(study: Mapping[str, Any], table5: pd.DataFrame | None
                         ) -> tuple[Configuration, str]:
     """The paper-path configuration to export and how it was chosen
-    (``export.configuration``: ``best`` or a mapping backbone, layer, protocol, selector, k, classifier)."""
+    (``export.configuration``: ``best`` or a mapping backbone, layer, protocol, selector,
+    k, classifier)."""
     exp = dict(study.get("export") or {})
     named = exp.get("configuration", "nested")
     if named == "nested":

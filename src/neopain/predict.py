@@ -434,7 +434,10 @@ class Predictor:
         from .videoexport import window_scores
 
         vs = self.video
-        if self.opt.baseline_video is not None:
+        if vs.baseline == "none":                # the chosen model takes no baseline
+            ref, source, n_ref = (np.zeros(F.shape[1]), np.ones(F.shape[1])), \
+                "not used (baseline none)", 0
+        elif self.opt.baseline_video is not None:
             if self._baseline is None:
                 ref_F = self.baseline_features(self.opt.baseline_video)
                 self._baseline = {"ref": vs.reference(ref_F), "n_frames": len(ref_F)}

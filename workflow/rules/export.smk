@@ -95,7 +95,9 @@ rule predict:
         video=lambda wc: PREDICT_VIDEOS[wc.pvideo],
         # video-level models: the patient's baseline recording (sheet column
         # baseline_path, else predict.baseline_video, else the recording itself)
-        baseline=lambda wc: PREDICT_BASELINES.get(wc.pvideo) or _PREDICT.get("baseline_video") or [],
+        baseline=lambda wc: (
+            PREDICT_BASELINES.get(wc.pvideo) or _PREDICT.get("baseline_video") or []
+        ),
     output:
         **{k: f"results/predict/{{pvideo}}.{v}" for k, v in PREDICT_SUFFIXES.items()},
     wildcard_constraints:
