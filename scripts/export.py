@@ -1,4 +1,5 @@
-"""Snakemake entry point: export the best (or a named) configuration (neopain.export)."""
+"""Snakemake entry point: export the nested choice (neopain.nestedexport), the best or a
+named configuration (neopain.export)."""
 import _bootstrap  # noqa: F401
 from neopain import runtime
 
@@ -9,6 +10,19 @@ def main(sm):
     from neopain.export import export_study, study_configuration
 
     study = dict(sm.params.study)
+    if (study.get("export") or {}).get("configuration", "nested") == "nested":
+        from neopain.nestedexport import export_nested_study
+
+        res = export_nested_study(
+            study, features=dict(zip(map(tuple, sm.params.nested_tables), sm.input.features)),
+            samples=sm.input.samples, out=dict(sm.output.items()),
+            summary=sm.input.summary[0] if sm.input.summary else None,
+            predictions=dict(zip(sm.params.nested_protocols, sm.input.nested)))
+        runtime.logging.getLogger("neopain.export").info(
+            "exported the nested choice %s (inner AUC %.3f): %s (sha256 %s), threshold %.4f",
+            res["candidate"], res["inner_auc"], sm.output.model, res["sha256"],
+            res["threshold"])
+        return
     cfg, _ = study_configuration(study, pq.read_table(sm.input.table5).to_pandas())
     key = f"/{cfg.backbone}/{cfg.layer}/"
     features = [f for f in sm.input.features if key in f]

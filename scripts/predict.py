@@ -10,7 +10,13 @@ def main(sm):
 
     predict_rule(sm.input.model, sm.input.video, sm.wildcards.pvideo,
                  Path(sm.output.frames).parent, dict(sm.params.predict),
-                 threads=sm.threads)
+                 threads=sm.threads,
+                 baseline=_baseline(sm))
+
+
+def _baseline(sm):
+    b = sm.input.get("baseline")
+    return b if isinstance(b, str) and b else None
 
 
 runtime.run(snakemake, main, cnn=True)  # noqa: F821

@@ -52,3 +52,30 @@ def make_artefact(path: Path, classifier="svm", preset="paper", k=2, dim=40, see
                        provenance={"note": "synthetic"}, calibration=calibration,
                        calibration_splits=4, embed_weights=embed)
     return res, (X, y, subj)
+
+
+def make_video_artefact(path: Path, dim=1280, seed=0, models=None, **pipe_kw):
+    """A video-level artefact (export.configuration nested) on synthetic recordings: each
+    subject a rest and a pain recording, a large subject offset, a class shift on
+    ``INFORMATIVE``; the search space: baselines none/center, mean+std, logreg_l2."""
+    import pandas as pd
+
+    from neopain.videoexport import export_nested_model
+
+    rng = np.random.default_rng(seed)
+    X, rows = [], []
+    for s in range(8):
+        offset = rng.normal(scale=3.0, size=dim)
+        for label in (0, 1):
+            x = offset + rng.normal(size=(10, dim))
+            x[:, INFORMATIVE[0]] += 2.0 * label
+            X.append(x)
+            rows += [(f"S{s:02d}_{label}", f"S{s:02d}", label)] * 10
+    meta = pd.DataFrame(rows, columns=["video_id", "subject_id", "y"])
+    spec = {"baselines": ["none", "center"], "poolings": {"mean_std": ["mean", "std"]},
+            "selection": [{"selector": "all"}], "models": models or {"logreg_l2": {}},
+            "ensembles": [], "inner_splits": 4}
+    return export_nested_model({("mobilenet_v2", "penultimate"): (
+        np.vstack(X).astype(np.float32), meta)}, spec, path,
+        pipelines={"mobilenet_v2": pipeline_settings(dim, **pipe_kw)},
+        provenance={"note": "synthetic"}, seed=seed)

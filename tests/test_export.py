@@ -21,7 +21,7 @@ from neopain.calibrate import (Calibrator, brier_score, choose_threshold,
                                expected_calibration_error, fit_calibrator, fit_platt,
                                grouped_oof_scores)
 from neopain.classify import make_pipeline, positive_score
-from neopain.export import (FORMAT_VERSION, ArtefactError, ScoreModel, UnsupportedModelError,
+from neopain.export import (ArtefactError, ScoreModel, UnsupportedModelError,
                             load, read_artefact, serialise_pipeline, write_artefact)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,6 @@ def test_numpy_scores_equal_sklearn(name, preset):
 
 
 def test_knn_distance_weights_and_unsupported_models():
-    from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import PolynomialFeatures
@@ -62,9 +61,11 @@ def test_knn_distance_weights_and_unsupported_models():
     spec, arrays = serialise_pipeline(knn)
     np.testing.assert_allclose(ScoreModel(spec, arrays).predict_proba(X[:20] + 0.01),
                                knn.predict_proba(X[:20] + 0.01), atol=1e-12)
-    with pytest.raises(UnsupportedModelError, match="LogisticRegression.*exportable "
+    from sklearn.tree import DecisionTreeClassifier
+
+    with pytest.raises(UnsupportedModelError, match="DecisionTreeClassifier.*exportable "
                        "classifiers: GaussianNB"):
-        serialise_pipeline(LogisticRegression().fit(X, y))
+        serialise_pipeline(DecisionTreeClassifier().fit(X, y))
     with pytest.raises(UnsupportedModelError, match="PolynomialFeatures"):
         serialise_pipeline(Pipeline([("p", PolynomialFeatures()),
                                      ("c", KNeighborsClassifier())]).fit(X, y))
@@ -264,12 +265,12 @@ def test_wrong_format_version_is_refused(synthetic, tmp_path):
     _, members = read_artefact(path)
     arrays = {n[7:-4]: np.load(io.BytesIO(b), allow_pickle=False)
               for n, b in members.items() if n.startswith("arrays/")}
-    v2 = tmp_path / "v2.neopain"
+    v2 = tmp_path / "v3.neopain"
     write_artefact(v2, json.loads(members["model.json"]),
                    json.loads(members["provenance.json"]), arrays,
-                   format_version=FORMAT_VERSION + 1)
-    with pytest.raises(ArtefactError, match=r"format version 2 is not supported \(this "
-                       r"neopain reads format version\(s\) 1\)"):
+                   format_version=3)
+    with pytest.raises(ArtefactError, match=r"format version 3 is not supported \(this "
+                       r"neopain reads format version\(s\) 1, 2\)"):
         load(v2)
     from neopain.cli import main
 
@@ -302,7 +303,7 @@ def test_run_level_export_round_trip_and_predict_rule(shared_data, tmp_path):
         f"video_id\tpath\nnew_S106\t{shared_data / 'ckplus_sequences/disgust/S106_004'}\n")
     if isinstance(cfg.get("strain"), dict):     # another issue's stage: not needed here
         cfg["strain"]["enabled"] = False
-    cfg["export"] = {"enabled": True}
+    cfg["export"] = {"enabled": True, "configuration": "best"}
     cfg["predict"] = {"model": "results/export/model.neopain", "videos": "predict.tsv"}
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     snakemake(work)
@@ -323,7 +324,8 @@ def test_run_level_export_round_trip_and_predict_rule(shared_data, tmp_path):
     assert prov["training"]["subjects"] == ["S055", "S106", "S125"]
     assert m.info["backbone"]["weights_sha256"] == \
         "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
-    assert set(m.info["tracker_weights"]) == {"pnet.pt", "rnet.pt", "onet.pt"}
+    # MTCNN, and (issue 15) the dense face mesh's LiteRT file when the mesh is on
+    assert {"pnet.pt", "rnet.pt", "onet.pt"} <= set(m.info["tracker_weights"])
     frame = prov["evaluation"]["metrics"]["frame"]
     assert frame["accuracy"] == pytest.approx(t5["frame_accuracy"])
     assert {"accuracy_lo", "accuracy_hi", "auc_lo", "auc_hi"} <= set(frame)
@@ -364,3 +366,67 @@ def test_run_level_export_round_trip_and_predict_rule(shared_data, tmp_path):
     snakemake(work, "--report", str(work / "report.zip"))
     with zipfile.ZipFile(work / "report.zip") as z:
         assert any("reliability.png" in n for n in z.namelist())
+
+    # the default, export.configuration nested, on the same run: a video-level artefact
+    # chosen by inner CV over all subjects; predict with the patient's other recording
+    # as its baseline (sheet column baseline_path)
+    _nested_export_and_predict(work, cfg, shared_data, tmp_path)
+
+
+def _nested_export_and_predict(work, cfg, shared_data, tmp_path):
+    from _tiny import snakemake
+
+    from neopain.nested import build_views, candidates
+    from neopain.tables import feature_matrix
+    from neopain.videoexport import search_all_subjects
+
+    cfg["export"] = {"enabled": True}                       # the default: nested
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (work / "predict.tsv").write_text(
+        "video_id\tpath\tbaseline_path\n"
+        f"new_S106\t{shared_data / 'ckplus_sequences/disgust/S106_004'}\t"
+        f"{shared_data / 'ckplus_sequences/happiness/S106_006'}\n")
+    snakemake(work)
+    ex = work / "results/export"
+    m = load(ex / "model.neopain")
+    assert m.level == "video" and m.manifest["format_version"] == 2
+    # the choice is the inner search's best candidate over all subjects
+    feats = work / "results/features/mobilenet_v2/penultimate/features.parquet"
+    t = pq.read_table(feats)
+    meta = t.select(["video_id", "subject_id", "y"]).to_pandas()
+    X = feature_matrix(t)
+    spec = cfg["nested"]
+    views = build_views({("mobilenet_v2", "penultimate"): (X, meta)}, spec["baselines"],
+                        spec["poolings"])
+    res = search_all_subjects(views, candidates(views, spec["selection"], spec["models"]),
+                              inner_splits=spec["inner_splits"], seed=cfg["seed"])
+    c = m.info["configuration"]
+    assert {k: c[k] for k in ("backbone", "layer", "baseline", "pooling", "selector", "model",
+                              "params")} == {k: getattr(res["best"], k) for k in (
+        "backbone", "layer", "baseline", "pooling", "selector", "model", "params")}
+    assert m.info["choice"]["inner_auc"] == pytest.approx(res["inner_auc"])
+    est = m.provenance["evaluation"]["nested_estimate"]["loso"]
+    summ = pd.read_parquet(work / "results/evaluation/summary.parquet")
+    assert est["auc"] == pytest.approx(summ.set_index("estimate").loc["nested", "auc"])
+    assert {"auc_lo", "auc_hi"} <= set(est)
+    card = (ex / "model_card.md").read_text()
+    assert "chosen the nested way" in card and "Nested estimate" in card
+    # a training recording scored from its keyframes with its subject's baseline (all of
+    # the subject's frames, as in training) reproduces the training-time score
+    ts = pq.read_table(ex / "training_scores.parquet").to_pandas().set_index("video_id")
+    vid = meta["video_id"].to_numpy()
+    ref = X[meta["subject_id"].to_numpy() == "S106"]
+    raw = m.video.score_frames(X[vid == "S106_004"], reference=ref)
+    assert raw == pytest.approx(ts.loc["S106_004", "score"], abs=1e-9)
+    # the predict rule scored the training recording with the video-level model
+    fr = pd.read_parquet(work / "results/predict/new_S106.frames.parquet")
+    ep = pd.read_parquet(work / "results/predict/new_S106.epochs.parquet")
+    s = json.loads((work / "results/predict/new_S106.summary.json").read_text())
+    assert s["model"]["sha256"] == m.sha256 and s["level"] == "video"
+    if m.info["video"]["baseline"] == "none":       # chosen here: the sheet's is unused
+        assert s["baseline"]["source"] == "not used (baseline none)"
+    else:
+        assert s["baseline"]["source"].endswith("S106_006") and s["baseline"]["n_frames"] > 0
+    assert fr["ok"].all() and fr["probability"].between(0, 1).all()
+    assert list(ep.columns[:4]) == ["video_id", "epoch", "start", "end"]
+    assert ep["mean_probability"].between(0, 1).all() and ep["decision"].notna().all()

@@ -224,3 +224,42 @@ def test_embedded_weights_are_used_and_verified(tmp_path):
         assert used.is_file() and pred.weights_sha256 == m.info["backbone"]["weights_sha256"]
     finally:
         pred.close()
+
+
+# ----------------------------------------------------------------------------
+# a video-level model (export.configuration nested): baseline, pooled windows, epochs
+# ----------------------------------------------------------------------------
+def test_video_level_model_with_a_baseline_recording(shared_data, tmp_path, capsys):
+    from _synthetic_model import make_video_artefact
+
+    path = tmp_path / "video.neopain"
+    res = make_video_artefact(path)
+    assert res["candidate"].baseline == "center"
+    seq = shared_data / "ckplus_sequences"
+    out = tmp_path / "out"
+    # a window longer than the recording: every frame's score pools all ok frames, so
+    # each frame's probability is the (single) epoch's pooled probability
+    rc = main(["predict", str(path), str(seq / "disgust/S106_004"), "--out", str(out),
+               "--window-seconds", "100", "--baseline-video", str(seq / "happiness/S106_006")])
+    assert rc == 0, capsys.readouterr().err
+    fr, ep, s = _check_outputs(out, "S106_004")
+    assert s["level"] == "video" and s["baseline"]["method"] == "center"
+    assert s["baseline"]["source"].endswith("S106_006") and s["baseline"]["n_frames"] >= 6
+    assert fr["ok"].all() and len(ep) == 1
+    np.testing.assert_allclose(fr["probability"], ep["mean_probability"].iloc[0], atol=1e-12)
+    # the default baseline (the recording itself) gives another pooled probability
+    rc = main(["predict", str(path), str(seq / "disgust/S106_004"), "--out",
+               str(tmp_path / "own"), "--window-seconds", "100"])
+    assert rc == 0
+    _, ep2, s2 = _check_outputs(tmp_path / "own", "S106_004")
+    assert s2["baseline"]["source"] == "the recording itself"
+    assert ep2["mean_probability"].iloc[0] != ep["mean_probability"].iloc[0]
+    # a baseline recording without a face is refused, naming the file
+    no_face = shared_data / "videos/no_face.mp4"
+    if no_face.exists():
+        rc = main(["predict", str(path), str(seq / "disgust/S106_004"), "--out",
+                   str(tmp_path / "bad"), "--baseline-video", str(no_face),
+                   "--max-frames", "10"])
+        assert rc == 2
+        assert f"baseline video {no_face}: no frame with a tracked face" in \
+            capsys.readouterr().err

@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="centred moving-average window of the smoothed timeline (s)")
     pr.add_argument("--min-coverage", type=float, default=0.5,
                     help="share of an epoch's frames with a face needed for a decision")
+    pr.add_argument("--window-seconds", type=float, default=4.0,
+                    help="video-level models: frames pooled over this centred window for "
+                    "the per-frame timeline (default 4 s)")
+    pr.add_argument("--baseline-video", help="video-level models: a baseline recording of "
+                    "the same patient (e.g. at rest); default: the recording itself")
     pr.add_argument("--batch-size", type=int, default=16)
     pr.add_argument("--threads", type=int, help="torch CPU threads (default: OMP_NUM_THREADS "
                     "or all cores)")
@@ -140,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                                   min_coverage=args.min_coverage, batch_size=args.batch_size,
                                   device=args.device, precision=args.precision,
                                   weights_dir=args.weights_dir, annotate=args.annotate,
-                                  threads=args.threads)
+                                  threads=args.threads, window_seconds=args.window_seconds,
+                                  baseline_video=args.baseline_video)
             if args.epochs:
                 from .predict import read_epochs
 

@@ -74,8 +74,9 @@ from .calibrate import Calibrator, choose_threshold, fit_calibrator, grouped_oof
 log = logging.getLogger(__name__)
 
 FORMAT = "neopain-model"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 1             #: frame-level artefacts (readable by every neopain)
+VIDEO_FORMAT_VERSION = 2       #: video-level artefacts (neopain.videoexport)
+SUPPORTED_VERSIONS = (1, 2)
 SUFFIX = ".neopain"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -135,9 +136,13 @@ def serialise_pipeline(model) -> tuple[dict, dict[str, np.ndarray]]:
     Exportable: MinMaxScaler / StandardScaler; GaussianNB, KNeighborsClassifier
     (uniform or distance weights; euclidean, manhattan or minkowski metric), SVC
     (linear, rbf, poly, sigmoid kernels; two classes), RandomForestClassifier (one
-    output). Anything else raises :class:`UnsupportedModelError` naming the type.
+    output), and the linear models of :mod:`neopain.videomodels` (two-class
+    LogisticRegression: probability; LinearSVC: decision value) as ``coef``/``intercept``.
+    Anything else raises :class:`UnsupportedModelError` naming the type.
     """
     from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
     from sklearn.naive_bayes import GaussianNB
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.svm import SVC
@@ -209,10 +214,19 @@ def serialise_pipeline(model) -> tuple[dict, dict[str, np.ndarray]]:
                        "clf.feature": np.concatenate(feat),
                        "clf.threshold": np.concatenate(thr),
                        "clf.value": np.concatenate(val)})
+    elif t in (LogisticRegression, LinearSVC) and hasattr(clf, "coef_"):
+        if len(classes) != 2:
+            raise UnsupportedModelError(f"only two-class {t.__name__} models are exportable")
+        spec["classifier"] = {"type": "Linear", "link": "logistic" if t is LogisticRegression
+                              else "none", "score": "proba" if t is LogisticRegression
+                              else "decision", "sklearn": t.__name__}
+        arrays.update({"clf.coef": np.asarray(clf.coef_, np.float64).ravel(),
+                       "clf.intercept": np.asarray(clf.intercept_, np.float64).ravel()})
     else:
         raise UnsupportedModelError(
             f"cannot export a {t.__module__}.{t.__name__}; exportable classifiers: "
-            "GaussianNB, KNeighborsClassifier, SVC, RandomForestClassifier")
+            "GaussianNB, KNeighborsClassifier, SVC, RandomForestClassifier, "
+            "LogisticRegression (two classes), LinearSVC")
     spec["classifier"]["n_features"] = int(getattr(clf, "n_features_in_", 0))
     return spec, arrays
 
@@ -267,16 +281,25 @@ class ScoreModel:
             return self._knn(X)
         if self.kind == "RandomForestClassifier":
             return self._rf(X)
+        if self.kind == "Linear" and self.spec["classifier"]["link"] == "logistic":
+            p = 1.0 / (1.0 + np.exp(-self._linear(X)))
+            return np.stack([1.0 - p, p], axis=1)
         raise ArtefactError(f"classifier {self.kind} has no probabilities (decision only)")
 
     def positive_score(self, X: np.ndarray) -> np.ndarray:
-        if self.kind == "SVC":
-            s = self._svc(self.transform(X))
+        if self.kind == "SVC" or (self.kind == "Linear"
+                                  and self.spec["classifier"]["score"] == "decision"):
+            X = self.transform(X)
+            s = self._svc(X) if self.kind == "SVC" else self._linear(X)
             return s if self.classes[-1] == 1 else -s
         proba = self.predict_proba(X)
         return proba[:, self.classes.index(1)] if 1 in self.classes else np.zeros(len(X))
 
     # --- classifiers ---------------------------------------------------------
+    def _linear(self, X):
+        """Decision value ``X w + b`` (scikit-learn's ``decision_function``)."""
+        return X @ self.a["clf.coef"] + self.a["clf.intercept"][0]
+
     def _nb(self, X):
         theta, var, prior = self.a["clf.theta"], self.a["clf.var"], self.a["clf.class_prior"]
         jll = []
@@ -634,8 +657,18 @@ class ExportedModel:
                     raise ArtefactError(f"{path}: member {name!r} is not a plain NumPy array "
                                         f"({exc})") from None
         self._weights = {n[8:]: b for n, b in members.items() if n.startswith("weights/")}
-        self.features = np.asarray(self.arrays["selected_features"], dtype=np.int64)
-        self.scorer = ScoreModel(self.info["model"], self.arrays)
+        #: "frame" (frame scores from selected features) or "video" (neopain.videoexport)
+        self.level = str(self.info.get("level", "frame"))
+        self.video = None
+        if self.level == "video":
+            from .videoexport import VideoScorer
+
+            self.video = VideoScorer(self.info["video"], self.arrays)
+            self.features = None
+            self.scorer = self.video.model
+        else:
+            self.features = np.asarray(self.arrays["selected_features"], dtype=np.int64)
+            self.scorer = ScoreModel(self.info["model"], self.arrays)
         self.calibrator = Calibrator.from_dict(self.info["calibration"])
         self.threshold = float(self.info["threshold"]["value"])
 
@@ -652,6 +685,9 @@ class ExportedModel:
         dim = int(self.info["backbone"]["feature_dim"])
         if F.ndim != 2 or F.shape[1] != dim:
             raise ValueError(f"features must be n x {dim}, got {F.shape}")
+        if self.video is not None:
+            raise ValueError(f"{self.path}: a video-level model scores recordings, not single "
+                             "frames: use .video.score_frames(F, reference)")
         return self.scorer.positive_score(np.asarray(F[:, self.features], dtype=np.float64))
 
     def probability(self, F: np.ndarray) -> np.ndarray:
@@ -662,6 +698,16 @@ class ExportedModel:
 
     def summary(self) -> str:
         b, c = self.info["backbone"], self.info["configuration"]
+        if self.video is not None:
+            v = self.info["video"]
+            return (f"{self.path.name} (sha256 {self.sha256[:16]}..., format "
+                    f"{self.manifest['format_version']}): video-level {b['name']}/"
+                    f"{b['layer']}, baseline {v['baseline']}, pooling {v['pooling']} "
+                    f"{v['stats']}, "
+                    + ("all features" if c["selector"] == "all" else
+                       f"{c['selector']}({c['k']})")
+                    + f" {c['model']} {c['params']}, "
+                    f"calibration {self.calibrator.method}, threshold {self.threshold:.4f}")
         return (f"{self.path.name} (sha256 {self.sha256[:16]}..., format "
                 f"{self.manifest['format_version']}): {b['name']}/{b['layer']} "
                 f"{c['selector']}({c['k']}) {c['classifier']}, calibration "
@@ -816,10 +862,14 @@ def evaluation_calibration(
 # ----------------------------------------------------------------------------
 def study_configuration(study: Mapping[str, Any], table5: pd.DataFrame | None
                         ) -> tuple[Configuration, str]:
-    """The configuration to export and how it was chosen (``export.configuration``:
-    ``best`` or a mapping backbone, layer, protocol, selector, k, classifier)."""
+    """The paper-path configuration to export and how it was chosen
+    (``export.configuration``: ``best`` or a mapping backbone, layer, protocol, selector,
+    k, classifier)."""
     exp = dict(study.get("export") or {})
-    named = exp.get("configuration", "best")
+    named = exp.get("configuration", "nested")
+    if named == "nested":
+        raise ValueError("export.configuration nested: exported by "
+                         "neopain.videoexport.export_nested_study, not from Table 5")
     if named in (None, "best"):
         cfg = choose_configuration(table5, exp.get("protocol"))
         how = ("best Table 5 row (highest frame-level test accuracy, ties frame AUC"
@@ -874,6 +924,42 @@ def _metrics_record(metrics: pd.DataFrame, cfg: Configuration) -> dict:
     return out
 
 
+def study_pipeline(study: Mapping[str, Any], backbone: str, layer: str,
+                   sources: Mapping[str, str], features) -> tuple[dict, dict | None]:
+    """The study's unfitted settings of one backbone for :func:`export_model` (weights
+    pinned by the sha256 the feature table's provenance records) and the embedded
+    weights (``export.embed_weights``) or None."""
+    from .backbones import get_spec, locate_weights
+
+    exp = dict(study.get("export") or {})
+    ex = dict(study.get("extract") or {})
+    bcfg = {k: v for k, v in ((ex.get("backbones") or {}).get(backbone) or {}).items()
+            if k != "layers"}
+    spec = get_spec(backbone, bcfg)
+    wkey = f"weights:{spec.weights_file}"
+    if wkey not in sources:
+        raise ValueError(f"{features}: its provenance names no {wkey!r}; cannot pin the "
+                         "backbone weights")
+    wsha = sources[wkey]
+    bcfg["sha256"] = wsha           # the artefact pins the exact file it was trained with
+    embed = None
+    if exp.get("embed_weights"):
+        wpath = locate_weights(get_spec(backbone, bcfg), ex.get("weights_dir"))
+        embed = {spec.weights_file: Path(wpath).read_bytes()}
+    pipeline = {
+        "labels": list(study["labels"]), "positive_label": study["positive_label"],
+        "fps_for_images": float(study.get("fps_for_images", 30.0)),
+        "track": dict(study.get("track") or {}), "crop": dict(study.get("crop") or {}),
+        "tracker_weights": {k[8:]: v for k, v in sources.items()
+                            if k.startswith("weights:") and k != wkey},
+        "backbone": {"name": backbone, "layer": layer, "cfg": bcfg,
+                     "weights_file": spec.weights_file, "weights_sha256": wsha,
+                     "input_size": spec.input_size, "dtype": ex.get("dtype", "float32"),
+                     "fast_decode": bool(ex.get("fast_decode", True))},
+    }
+    return pipeline, embed
+
+
 def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str | Path,
                  features: str | Path, split: str | Path, scores: str | Path,
                  samples: str | Path, out: Mapping[str, str | Path]) -> dict[str, Any]:
@@ -888,7 +974,7 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
     import pyarrow.parquet as pq
 
     from . import provenance as prov_mod
-    from .backbones import get_spec, locate_weights
+    from .backbones import get_spec
     from .calibrate import brier_score, expected_calibration_error, plot_reliability, \
         reliability_table
     from .evaluate import to_markdown
@@ -907,32 +993,9 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
     subjects = np.asarray(table.column("subject_id").to_pylist(), dtype=object).astype(str)
     fprov = prov_mod.read_provenance(features)
     sources = dict(fprov.get("sources") or {})
-
-    ex = dict(study.get("extract") or {})
-    bcfg = {k: v for k, v in ((ex.get("backbones") or {}).get(cfg.backbone) or {}).items()
-            if k != "layers"}
-    spec = get_spec(cfg.backbone, bcfg)
-    wkey = f"weights:{spec.weights_file}"
-    if wkey not in sources:
-        raise ValueError(f"{features}: its provenance names no {wkey!r}; cannot pin the "
-                         "backbone weights")
-    wsha = sources[wkey]
-    bcfg["sha256"] = wsha           # the artefact pins the exact file it was trained with
-    embed = None
-    if exp.get("embed_weights"):
-        wpath = locate_weights(get_spec(cfg.backbone, bcfg), ex.get("weights_dir"))
-        embed = {spec.weights_file: Path(wpath).read_bytes()}
-    pipeline = {
-        "labels": list(study["labels"]), "positive_label": study["positive_label"],
-        "fps_for_images": float(study.get("fps_for_images", 30.0)),
-        "track": dict(study.get("track") or {}), "crop": dict(study.get("crop") or {}),
-        "tracker_weights": {k[8:]: v for k, v in sources.items()
-                            if k.startswith("weights:") and k != wkey},
-        "backbone": {"name": cfg.backbone, "layer": cfg.layer, "cfg": bcfg,
-                     "weights_file": spec.weights_file, "weights_sha256": wsha,
-                     "input_size": spec.input_size, "dtype": ex.get("dtype", "float32"),
-                     "fast_decode": bool(ex.get("fast_decode", True))},
-    }
+    pipeline, embed = study_pipeline(study, cfg.backbone, cfg.layer, sources, features)
+    wsha = pipeline["backbone"]["weights_sha256"]
+    spec = get_spec(cfg.backbone, pipeline["backbone"]["cfg"])
     mrec = _metrics_record(pq.read_table(metrics).to_pandas(), cfg)
     t5row = t5[(t5["backbone"] == cfg.backbone) & (t5["layer"] == cfg.layer)
                & (t5["protocol"] == cfg.protocol)]
@@ -1046,18 +1109,30 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
     return {**res, "configuration": cfg, "evaluation": ev, "folds_eval": fold_recs}
 
 
-def export_inputs(export_cfg: Mapping[str, Any], layer_targets, protocols, selectors
+def export_inputs(export_cfg: Mapping[str, Any], layer_targets, protocols, selectors,
+                  nested_tables=(), nested_protocols=(), nested_on: bool = False
                   ) -> dict[str, list[str]]:
-    """The ``export`` rule's inputs: a named configuration's files, or every layer's (the
-    best configuration is chosen from Table 5 when the job runs)."""
-    named = export_cfg.get("configuration", "best")
+    """The ``export`` rule's inputs: with ``nested`` (the default) the nested search's
+    feature tables (and, when the nested stage runs, its summary and predictions); a
+    named configuration's files; or every layer's (``best``: chosen from Table 5 when
+    the job runs)."""
+    named = export_cfg.get("configuration", "nested")
+    paper = {"table5": "results/evaluation/table5.parquet",
+             "metrics": "results/evaluation/metrics.parquet", "summary": [], "nested": []}
+    if named == "nested":
+        return {"table5": [], "metrics": [], "scores": [], "splits": [],
+                "features": [f"results/features/{b}/{layer}/features.parquet"
+                             for b, layer in nested_tables],
+                "summary": ["results/evaluation/summary.parquet"] if nested_on else [],
+                "nested": ([f"results/nested/{p}/predictions.parquet"
+                            for p in nested_protocols] if nested_on else [])}
     if named not in (None, "best"):
         b, layer, p, s = (named["backbone"], named["layer"], named["protocol"],
                           named["selector"])
-        return {"features": [f"results/features/{b}/{layer}/features.parquet"],
+        return {**paper, "features": [f"results/features/{b}/{layer}/features.parquet"],
                 "scores": [f"results/scores/{b}/{layer}/{p}/{s}.parquet"],
                 "splits": [f"results/splits/{p}.parquet"]}
-    return {
+    return {**paper,
         "features": [f"results/features/{b}/{layer}/features.parquet"
                      for b, layer in layer_targets],
         "scores": [f"results/scores/{b}/{layer}/{p}/{s}.parquet"

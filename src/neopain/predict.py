@@ -33,6 +33,17 @@ pipeline's own code:
    ``mean_probability >= threshold`` (the artefact's threshold) -- when ``coverage >=
    min_coverage`` (default 0.5), else none (``status`` ``insufficient``).
 
+With a *video-level* artefact (``export.configuration: nested``,
+:mod:`neopain.videoexport`) steps 2-5 change: the frames' features are made relative
+to the patient's *baseline* -- the median (and MAD) of the recording's own tracked
+frames by default, or of a separate baseline recording of the same patient
+(``baseline_video``, e.g. a rest recording; ``--baseline-video``) -- and pooled with
+the model's statistics: each frame's ``score`` is the model's score of the ok frames
+within ``window_seconds / 2`` of it (default 4 s window), ``probability`` its
+calibration; each epoch's ``mean_probability`` is the calibrated score of the epoch's
+ok frames pooled as one recording (the decision rule is unchanged). Columns are the
+same.
+
 Outputs (:func:`write_outputs`, for source ``NAME``): ``NAME.frames.{parquet,csv}``,
 ``NAME.epochs.{parquet,csv}``, ``NAME.timeline.png`` (probability, smoothed line broken
 at gaps, tracking gaps shaded, threshold, epoch decisions), ``NAME.timeline.html`` (the
@@ -79,6 +90,8 @@ class PredictOptions:
     epochs: str | None = None          #: CSV with start, end (seconds) [, label]
     smooth_seconds: float = 2.0
     min_coverage: float = 0.5
+    window_seconds: float = 4.0       #: video-level models: pooling window of the timeline
+    baseline_video: str | None = None  #: video-level models: the patient's baseline recording
     batch_size: int = 16
     device: str = "cpu"
     precision: str = "fp32"
@@ -91,8 +104,11 @@ class PredictOptions:
             raise ValueError(f"every must be >= 1, got {self.every}")
         if self.max_frames is not None and int(self.max_frames) < 1:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
-        if self.epoch_seconds <= 0 or self.smooth_seconds < 0:
-            raise ValueError("epoch_seconds must be > 0 and smooth_seconds >= 0")
+        if self.epoch_seconds <= 0 or self.smooth_seconds < 0 or self.window_seconds <= 0:
+            raise ValueError("epoch_seconds and window_seconds must be > 0 and "
+                             "smooth_seconds >= 0")
+        if self.baseline_video is not None and not Path(self.baseline_video).exists():
+            raise ValueError(f"baseline video {self.baseline_video}: not found")
         if not 0.0 <= self.min_coverage <= 1.0:
             raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage}")
 
@@ -176,8 +192,10 @@ def read_epochs(path: str | os.PathLike) -> pd.DataFrame:
 
 def epoch_table(frames: pd.DataFrame, threshold: float, labels: tuple[str, str],
                 epoch_seconds: float = 20.0, epochs: pd.DataFrame | None = None,
-                min_coverage: float = 0.5) -> pd.DataFrame:
-    """Per-epoch decisions (see the module docstring)."""
+                min_coverage: float = 0.5, pooled=None) -> pd.DataFrame:
+    """Per-epoch decisions (see the module docstring). ``pooled``: for video-level
+    models, a function of the epoch's ok-frame mask giving its pooled probability
+    (``mean_probability``)."""
     t = frames["timestamp"].to_numpy(np.float64)
     if epochs is None:
         if len(t):
@@ -199,7 +217,8 @@ def epoch_table(frames: pd.DataFrame, threshold: float, labels: tuple[str, str],
         mo = m & ok
         n, n_ok = int(m.sum()), int(mo.sum())
         cov = n_ok / n if n else 0.0
-        mean_p = float(prob[mo].mean()) if n_ok else float("nan")
+        mean_p = (float("nan") if not n_ok else float(pooled(mo)) if pooled is not None
+                  else float(prob[mo].mean()))
         row = {"epoch": i, "start": float(e["start"]), "end": float(e["end"])}
         if "label" in epochs.columns:
             row["label"] = e["label"]
@@ -288,6 +307,9 @@ class Predictor:
 
             self.reduce = reduce_factor(self.crop_size, self.input_size)
         self.fps_for_images = float(info.get("fps_for_images", 30.0))
+        self.video = model.video                 # a video-level model, or None
+        self._F: np.ndarray | None = None        # video level: features of the frames
+        self._baseline: dict | None = None       # video level: the baseline recording's
         torch.set_grad_enabled(False)
 
     def _check_tracker(self) -> None:
@@ -339,15 +361,22 @@ class Predictor:
         score = np.full(n, np.nan)
         feat_ok = np.zeros(n, dtype=bool)
         t1 = time.perf_counter()
+        if self.video is not None:
+            self._F = np.full((n, int(self.model.info["backbone"]["feature_dim"])), np.nan,
+                              np.float32)
         n_scored = self._score_frames(path, tr, score, feat_ok)
         t_feat = time.perf_counter() - t1
         ok = np.asarray(tr["ok"], bool) & feat_ok
         # tracked but not scored: non-finite features, or the source changed under us
         reason = [r if (o or r != "ok") else "not_scored" for r, o in zip(tr["reason"], ok)]
+        ts = np.asarray(tr["timestamp"], np.float64)
+        pooled, base = None, None
+        if self.video is not None:
+            score, pooled, base = self._video_scores(self._F, ts, ok)
+            self._F = None
         prob = self.model.calibrator.apply(score)
         prob[~ok] = np.nan
         score[~ok] = np.nan
-        ts = np.asarray(tr["timestamp"], np.float64)
         smoothed = smooth_timeline(ts, prob, ok, self.opt.smooth_seconds)
         pred = pd.array([int(p >= self.model.threshold) if o else None
                          for p, o in zip(prob, ok)], dtype="Int8")
@@ -359,7 +388,7 @@ class Predictor:
             columns=FRAME_COLUMNS)
         ep = read_epochs(self.opt.epochs) if self.opt.epochs else None
         epochs = epoch_table(frames, self.model.threshold, self.model.labels,
-                             self.opt.epoch_seconds, ep, self.opt.min_coverage)
+                             self.opt.epoch_seconds, ep, self.opt.min_coverage, pooled)
         epochs.insert(0, "video_id", video_id)
         elapsed = time.perf_counter() - t0
         n_ok = int(ok.sum())
@@ -382,9 +411,13 @@ class Predictor:
             "device": self.device.type,
             "smoother": f"centred moving average over {self.opt.smooth_seconds:g} s within "
                         "runs of consecutive ok frames (never across a gap)",
-            "epoch_rule": (f"mean calibrated probability of the ok frames >= threshold "
-                           f"{self.model.threshold:.4f} when coverage >= "
+            "epoch_rule": ((f"mean calibrated probability of the ok frames >= threshold "
+                            if self.video is None else "calibrated probability of the "
+                            "epoch's ok frames pooled as one recording >= threshold ")
+                           + f"{self.model.threshold:.4f} when coverage >= "
                            f"{self.opt.min_coverage:g}"),
+            "level": self.model.level,
+            "baseline": base,
             "timing_s": {"track": t_track, "features_classify": t_feat, "total": elapsed},
             "frames_per_s": n / elapsed if elapsed > 0 else float("nan"),
             "n_scored": n_scored,
@@ -394,6 +427,61 @@ class Predictor:
         log.info("%s: %d/%d processed frames scored, %d epochs, %.1f frames/s (%s)", path,
                  n_ok, n, len(epochs), summary["frames_per_s"], status)
         return {"frames": frames, "epochs": epochs, "summary": summary, "track": table}
+
+    def _video_scores(self, F: np.ndarray, ts: np.ndarray, ok: np.ndarray):
+        """Video level: (per-frame window scores, the epochs' pooled probability
+        function, the baseline's description)."""
+        from .videoexport import window_scores
+
+        vs = self.video
+        if vs.baseline == "none":                # the chosen model takes no baseline
+            ref, source, n_ref = (np.zeros(F.shape[1]), np.ones(F.shape[1])), \
+                "not used (baseline none)", 0
+        elif self.opt.baseline_video is not None:
+            if self._baseline is None:
+                ref_F = self.baseline_features(self.opt.baseline_video)
+                self._baseline = {"ref": vs.reference(ref_F), "n_frames": len(ref_F)}
+            ref, source, n_ref = (self._baseline["ref"], str(self.opt.baseline_video),
+                                  self._baseline["n_frames"])
+        elif ok.any():
+            ref, source, n_ref = vs.reference(F[ok]), "the recording itself", int(ok.sum())
+        else:
+            ref, source, n_ref = None, "the recording itself", 0
+        base = {"method": vs.baseline, "source": source, "n_frames": n_ref,
+                "pooling": self.model.info["video"]["pooling"],
+                "window_seconds": self.opt.window_seconds}
+        if ref is None:
+            return np.full(len(ts), np.nan), None, base
+        rel = np.full(F.shape, np.nan)
+        rel[ok] = vs.relative(F[ok], ref)
+        score = window_scores(vs, rel, ts, ok, self.opt.window_seconds)
+        cal = self.model.calibrator
+
+        def pooled(mask):
+            return float(cal.apply(np.array([vs.score_block(rel[mask])]))[0])
+
+        return score, pooled, base
+
+    def baseline_features(self, path) -> np.ndarray:
+        """Features of a baseline recording's tracked frames (video-level models)."""
+        from .track import track_video
+
+        path = Path(path)
+        table, qc = track_video(path, self.detector, params=self.track_params,
+                                refiner=self.refiner, fps_for_images=self.fps_for_images,
+                                on_error="record", frames=self._frames(path))
+        tr = table.select(["frame", "timestamp", "ok", "landmarks"]).to_pydict()
+        n = len(tr["frame"])
+        self._F = np.full((n, int(self.model.info["backbone"]["feature_dim"])), np.nan,
+                          np.float32)
+        feat_ok = np.zeros(n, dtype=bool)
+        self._score_frames(path, tr, np.full(n, np.nan), feat_ok)
+        F, self._F = self._F[np.asarray(tr["ok"], bool) & feat_ok], None
+        if not len(F):
+            raise PredictionError(f"baseline video {path}: no frame with a tracked face "
+                                  f"({qc.get('error') or 'no face'}); cannot take a baseline")
+        log.info("baseline from %s: %d frames with a face", path, len(F))
+        return F
 
     def _score_frames(self, path: Path, tr: dict, score: np.ndarray,
                       feat_ok: np.ndarray) -> int:
@@ -419,9 +507,11 @@ class Predictor:
             F = feats.float().cpu().numpy().astype(self.dtype).astype(np.float32)
             fin = np.isfinite(F).all(axis=1)
             s = np.full(len(F), np.nan)
-            if fin.any():
-                s[fin] = self.model.score(F[fin])
             idx = np.asarray(where)
+            if self._F is not None:            # video level: scored after the pass
+                self._F[idx] = F
+            elif fin.any():
+                s[fin] = self.model.score(F[fin])
             score[idx] = s
             feat_ok[idx] = fin
             done += len(jpegs)
@@ -669,6 +759,39 @@ def read_video_sheet(path: str | os.PathLike, data_root: str | os.PathLike | Non
     return out
 
 
+def read_baseline_sheet(path: str | os.PathLike, data_root: str | os.PathLike | None = None
+                        ) -> dict[str, str]:
+    """``video_id -> absolute baseline path`` from the sheet's optional ``baseline_path``
+    column (a baseline recording of the same patient; empty cells: the recording itself)."""
+    from .samples import read_sheet
+
+    path = Path(path)
+    df = read_sheet(path)
+    if "baseline_path" not in df.columns:
+        return {}
+    root = Path(data_root) if data_root else path.parent
+    out = {}
+    for i, r in df.iterrows():
+        b = r["baseline_path"]
+        if b is None or (isinstance(b, float) and np.isnan(b)) or not str(b).strip():
+            continue
+        ap = Path(str(b).strip())
+        ap = ap if ap.is_absolute() else root / ap
+        if not ap.exists():
+            raise ValueError(f"{path}: line {df.attrs['lines'][i]} (video_id="
+                             f"{str(r['video_id']).strip()!r}): baseline_path {str(ap)!r} "
+                             "does not exist")
+        out[str(r["video_id"]).strip()] = str(ap.resolve())
+    return out
+
+
+def predict_baselines(predict_cfg: dict) -> dict[str, str]:
+    """The ``predict`` rule's baseline recordings per video (``baseline_path`` column)."""
+    if not (predict_cfg.get("model") and predict_cfg.get("videos")):
+        return {}
+    return read_baseline_sheet(predict_cfg["videos"], predict_cfg.get("data_root"))
+
+
 def predict_videos(predict_cfg: dict) -> dict[str, str]:
     """The ``predict`` rule's videos: ``{}`` unless both ``model`` and ``videos`` are set."""
     if not (predict_cfg.get("model") and predict_cfg.get("videos")):
@@ -682,15 +805,21 @@ def _options(d: dict, **over) -> PredictOptions:
     return PredictOptions(**kw)
 
 
-def predict_rule(model_path, video, video_id: str, out_dir, cfg: dict, threads: int = 1
-                 ) -> dict:
+def predict_rule(model_path, video, video_id: str, out_dir, cfg: dict, threads: int = 1,
+                 baseline: str | None = None) -> dict:
     """One job of the ``predict`` rule: a video that cannot be read is recorded (status
-    ``error``, empty tables) so a batch goes on; the error is logged."""
+    ``error``, empty tables) so a batch goes on; the error is logged. ``baseline``: the
+    video's baseline recording (sheet column ``baseline_path``; else
+    ``predict.baseline_video``; else the recording itself)."""
     from .export import load
     from .video import source_sha256
 
     model = load(model_path, cfg.get("sha256"))
-    pred = Predictor(model, _options(cfg, threads=max(1, int(threads))))
+    opts = _options(cfg, threads=max(1, int(threads)), baseline_video=baseline)
+    if opts.baseline_video and model.video is None:
+        log.warning("%s is a frame-level model: the baseline video %s is not used",
+                    model_path, opts.baseline_video)
+    pred = Predictor(model, opts)
     try:
         try:
             res = pred.predict(video, video_id)
@@ -756,6 +885,8 @@ def run_cli(model_path: str, videos: list[str], out_dir: str, options: PredictOp
         err(exc)
         return 2
     echo(f"model: {model.summary()}")
+    if options.baseline_video and model.video is None:
+        echo(f"note: {model_path} is a frame-level model; --baseline-video is not used")
     rc = 0
     try:
         for video, name in zip(videos, names):

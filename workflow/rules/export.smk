@@ -4,13 +4,16 @@
 # (and its Calibration report entries); predict.model + predict.videos add the timelines.
 
 from neopain.export import export_inputs as _export_inputs  # noqa: E402
+from neopain.predict import predict_baselines as _predict_baselines  # noqa: E402
 from neopain.predict import predict_videos as _predict_videos  # noqa: E402
 
 _EXPORT = dict(config.get("export") or {})
 _PREDICT = dict(config.get("predict") or {})
-EXPORT_INPUTS = _export_inputs(_EXPORT, LAYER_TARGETS, PROTOCOLS, SELECTORS)
+EXPORT_INPUTS = _export_inputs(_EXPORT, LAYER_TARGETS, PROTOCOLS, SELECTORS,
+                               NESTED_TABLES, NESTED_PROTOCOLS, NESTED_ON)
 try:
     PREDICT_VIDEOS = _predict_videos(_PREDICT)
+    PREDICT_BASELINES = _predict_baselines(_PREDICT)
 except ValueError as _exc:
     raise WorkflowError(f"predict.videos: {_exc}") from None
 PREDICT_SUFFIXES = {
@@ -25,14 +28,17 @@ PREDICT_SUFFIXES = {
 
 
 rule export:
-    """Refit the best (or a named) configuration on every subject, calibrate it by
-    subject-grouped cross-validation, write results/export/model.neopain + report."""
+    """Choose a configuration (nested: inner CV over every subject; best: Table 5; or a
+    named one), refit it on every subject, calibrate it by subject-grouped
+    cross-validation, write results/export/model.neopain + report."""
     input:
-        table5="results/evaluation/table5.parquet",
-        metrics="results/evaluation/metrics.parquet",
+        table5=EXPORT_INPUTS["table5"],
+        metrics=EXPORT_INPUTS["metrics"],
         features=EXPORT_INPUTS["features"],
         scores=EXPORT_INPUTS["scores"],
         splits=EXPORT_INPUTS["splits"],
+        summary=EXPORT_INPUTS["summary"],
+        nested=EXPORT_INPUTS["nested"],
         samples=config["samples"],
     output:
         model="results/export/model.neopain",
@@ -66,8 +72,11 @@ rule export:
                 "classify",
                 "evaluate",
                 "export",
+                "nested",
             )
         },
+        nested_tables=NESTED_TABLES,
+        nested_protocols=NESTED_PROTOCOLS if NESTED_ON else [],
     threads: 2
     log:
         "logs/export.log",
@@ -84,6 +93,11 @@ rule predict:
     input:
         model=_PREDICT.get("model") or "results/export/model.neopain",
         video=lambda wc: PREDICT_VIDEOS[wc.pvideo],
+        # video-level models: the patient's baseline recording (sheet column
+        # baseline_path, else predict.baseline_video, else the recording itself)
+        baseline=lambda wc: (
+            PREDICT_BASELINES.get(wc.pvideo) or _PREDICT.get("baseline_video") or []
+        ),
     output:
         **{k: f"results/predict/{{pvideo}}.{v}" for k, v in PREDICT_SUFFIXES.items()},
     wildcard_constraints:
