@@ -544,7 +544,11 @@ def format_p(p) -> str:
     """A p-value for people: ``< 0.001`` below one in a thousand, else three decimals."""
     if p is None or (isinstance(p, (float, np.floating)) and np.isnan(p)):
         return "n/a"
-    return "< 0.001" if float(p) < 0.001 else f"{float(p):.3f}"
+    try:
+        p = float(p)
+    except (TypeError, ValueError):  # a text cell in a p column ("", "n/a")
+        return str(p) or "n/a"
+    return "n/a" if np.isnan(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def with_ci_columns(df: pd.DataFrame) -> pd.DataFrame:
