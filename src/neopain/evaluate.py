@@ -279,11 +279,12 @@ def metrics_table(scores: pd.DataFrame, aggregation: str = "mean", quantile: flo
     return pd.DataFrame(rows)
 
 
-def _best(metrics: pd.DataFrame, level: str, groups: list[str]) -> pd.DataFrame:
+def _best(metrics: pd.DataFrame, level: str, groups: list[str],
+          allow_constant: bool = False) -> pd.DataFrame:
     """Per group, the best non-constant configuration at ``level`` (constant predictors,
     which answer one class for every row, are never chosen: see :func:`constant_only`)."""
     part = metrics[metrics["level"] == level].copy()
-    if "constant" in part.columns:
+    if "constant" in part.columns and not allow_constant:
         part = part[~part["constant"].astype(bool)]
     part["_acc"] = part["accuracy"].fillna(-1)
     part["_auc"] = part["auc"].fillna(-1)
@@ -297,9 +298,10 @@ def _ci_cell(r, metric):
     return (float(lo) if lo is not None else np.nan, float(hi) if hi is not None else np.nan)
 
 
-def _best_table(metrics: pd.DataFrame, choose_level: str, groups: list[str]) -> pd.DataFrame:
+def _best_table(metrics: pd.DataFrame, choose_level: str, groups: list[str],
+                allow_constant: bool = False) -> pd.DataFrame:
     other = "video" if choose_level == "frame" else "frame"
-    best = _best(metrics, choose_level, groups)
+    best = _best(metrics, choose_level, groups, allow_constant)
     config = [c for c in CONFIG + EXTRA if c in metrics.columns]
     idx = metrics[metrics["level"] == other].set_index(config)
     rows = []
@@ -343,9 +345,10 @@ def constant_only(metrics: pd.DataFrame, level: str,
     return [k if isinstance(k, tuple) else (k,) for k, v in allc.items() if v]
 
 
-def table5(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Best configuration per backbone x layer x protocol, chosen on frame accuracy."""
-    return _best_table(metrics, "frame", ["backbone", "layer", "protocol"])
+def table5(metrics: pd.DataFrame, allow_constant: bool = False) -> pd.DataFrame:
+    """Best configuration per backbone x layer x protocol, chosen on frame accuracy
+    (``allow_constant``: for a method with a single configuration, nothing to choose)."""
+    return _best_table(metrics, "frame", ["backbone", "layer", "protocol"], allow_constant)
 
 
 def table6(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -1191,7 +1191,9 @@ def comparison_table(scores: Mapping[str, pd.DataFrame], aggregation: str = "mea
         sc = scores.get(method)
         if sc is None or not len(sc):
             continue
-        t5 = table5(metrics_table(sc, aggregation, quantile, n_boot, seed, level))
+        # a fine-tuned network is one configuration: shown even when it is constant
+        t5 = table5(metrics_table(sc, aggregation, quantile, n_boot, seed, level),
+                    allow_constant=method != "frozen")
         for _, r in t5.iterrows():
             sel, k = r["selector"].rstrip(")").split("(")
             part = sc[(sc.backbone == r["backbone"]) & (sc.layer == r["layer"])
