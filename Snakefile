@@ -28,6 +28,8 @@ include: "workflow/rules/export.smk"
 rule all:
     input:
         "results/evaluation/table5.md",
+        "results/evaluation/roc_table5.png",  # ROC of every Table 5 / 6 choice, per recording
+        "results/evaluation/roc_table6.png",
         "results/evaluation/metrics.parquet",
         "results/qc/tracking.parquet",
         "results/qc/tracking.md",  # videos not ok and subjects left out, with the reason

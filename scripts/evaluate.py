@@ -9,7 +9,8 @@ def main(sm):
     from neopain.chance import chance_table, with_chance_rows
     from neopain.evaluate import (constant_only, delong_table, metrics_table, per_subject,
                                   per_video, plot_roc, read_score_files, roc_curves_for,
-                                  table5, table6, to_markdown, with_ci_columns)
+                                  table5, table6, table_roc_curves, to_markdown,
+                                  with_ci_columns)
 
     p = sm.params
     scores, ups = read_score_files(sm.input)
@@ -78,6 +79,10 @@ def main(sm):
             row = t5i.loc[(b, layer, proto)]
             curves = roc_curves_for(part, row, p.aggregation, p.quantile)
         plot_roc(curves, path, f"{b} {layer} ({proto}): Table 5 choice",
+                 n_boot=min(p.n_boot, 200), seed=p.seed, level=p.ci_level)
+    for table, path, title in ((t5, sm.output.roc_table5, "Table 5 choices, per recording"),
+                               (t6, sm.output.roc_table6, "Table 6 choices, per recording")):
+        plot_roc(table_roc_curves(scores, table, p.aggregation, p.quantile), path, title,
                  n_boot=min(p.n_boot, 200), seed=p.seed, level=p.ci_level)
 
 

@@ -42,6 +42,12 @@ def main(sm):
     from neopain.report_pages import summary_page
 
     provenance.write_text(summary_page(table), sm.output.page)
+    from neopain.summary import summary_roc_curves
+    from neopain.evaluate import plot_roc
+
+    plot_roc(summary_roc_curves(nested, table), sm.output.roc,
+             "Summary: nested estimate vs best-of-N and median, per recording",
+             n_boot=min(p.n_boot, 200), seed=p.seed, level=p.ci_level)
 
 
 runtime.run(snakemake, main)  # noqa: F821

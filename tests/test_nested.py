@@ -111,6 +111,17 @@ def test_summary_rows_and_labels():
     assert "baseline center" in t.loc["best_of_n", "configuration"]
     md = to_markdown(table, ["note"])
     assert "| nested |" in md and "OPTIMISTIC" in md
+    from neopain.summary import summary_roc_curves
+
+    curves = summary_roc_curves({"loso": res}, table)
+    labels = [c[0] for c in curves]
+    assert [lb.split(":")[0] for lb in labels] == ["loso nested", "loso best_of_n (optimistic)",
+                                                  "loso median"]
+    assert all("32 recordings, 16 positive" in lb for lb in labels)
+    assert all("CI n/a (too few subjects)" in lb for lb in labels)  # 8 subjects < 10
+    best = curves[1]
+    assert binary_metrics(best[1], best[1], best[2])["auc"] == pytest.approx(
+        t.loc["best_of_n", "auc"])
 
 
 def test_permuted_labels_give_chance_on_real_ckplus_features(ckplus48_mobilenet):

@@ -90,6 +90,8 @@ def test_summary_puts_the_nested_estimate_beside_optimistic_and_chance(run):
     assert loso.loc["chance", "auc"] == 0.5
     choices = pq.read_table(work / "results/nested/loso/choices.parquet").to_pandas()
     assert len(choices) == 5  # one choice per outer fold (subject)
+    for fig in ("roc_table5", "roc_table6", "roc_summary"):  # one ROC figure per table
+        assert (work / f"results/evaluation/{fig}.png").read_bytes()[:4] == b"\x89PNG", fig
     md = (work / "results/evaluation/summary.md").read_text()
     assert "OPTIMISTIC" in md and "| nested |" in md and "| chance |" in md
     # the paper path is untouched by the new default (subject baseline: none)

@@ -437,13 +437,29 @@ def plot_roc(curves: list[tuple], path, title: str, n_boot: int = 200, seed: int
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance (AUC 0.5)")
     ax.set(xlabel="false positive rate (1 - specificity)",
            ylabel="true positive rate (sensitivity)", xlim=(0, 1), ylim=(0, 1.01), title=title)
-    ax.legend(loc="lower right", fontsize=6.5)
+    # long labels (n, positives, AUC [CI]) go below the axes, never over the curves
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=6.5, frameon=False)
     fig.tight_layout()
     from pathlib import Path
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+
+
+def table_roc_curves(scores: pd.DataFrame, table: pd.DataFrame, aggregation: str = "mean",
+                     quantile: float = 0.9) -> list[tuple]:
+    """Per-recording ROC data of every row of a results table (Table 5 or 6): one curve per
+    chosen configuration, labelled with backbone, layer, protocol, n, positives and AUC."""
+    out = []
+    for _, row in table.iterrows():
+        part = scores[(scores.backbone == row["backbone"]) & (scores.layer == row["layer"])
+                      & (scores.protocol == row["protocol"])]
+        label, *rest = roc_curves_for(part, row, aggregation, quantile)[1]
+        name = f"{row['backbone']} {row['layer']} ({row['protocol']}), {row['selector']} " \
+               f"{row['classifier']}"
+        out.append((f"{name}: {label}", *rest))
+    return out
 
 
 def roc_curves_for(scores: pd.DataFrame, best_row: pd.Series, aggregation: str = "mean",

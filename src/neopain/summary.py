@@ -176,3 +176,37 @@ def to_markdown(table: pd.DataFrame, notes: list[str]) -> str:
                          f"{what} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def summary_roc_curves(nested: dict[str, dict[str, pd.DataFrame]], table: pd.DataFrame
+                       ) -> list[tuple]:
+    """ROC data (label, y, score[, subjects]) of the nested, best-of-N and median rows of
+    every protocol, labelled with n, positives and AUC [CI] (no band under 10 subjects)."""
+    from .report_html import MIN_SUBJECTS_CI
+
+    out = []
+    for proto, res in nested.items():
+        rows = table[table["protocol"] == proto].set_index("estimate")
+        aucs = candidate_aucs(res["scores"])
+        parts = {"nested": res["predictions"]}
+        if len(aucs):
+            for est in ("best_of_n", "median"):
+                if est in rows.index:
+                    # the candidate behind the row: the one with that pooled test AUC
+                    cand = aucs.loc[(aucs["auc"] - rows.loc[est, "auc"]).abs().idxmin(),
+                                    "candidate"]
+                    parts[est] = res["scores"][res["scores"]["candidate"] == cand]
+        for est, p in parts.items():
+            if est not in rows.index or not len(p):
+                continue
+            r, y = rows.loc[est], p["y"].to_numpy()
+            n_subj = p["subject_id"].nunique()
+            label = (f"{proto} {est}{' (optimistic)' if r['optimistic'] else ''}: "
+                     f"{len(y)} recordings, {int((y == 1).sum())} positive, AUC "
+                     + ("n/a" if pd.isna(r["auc"]) else f"{r['auc']:.3f}"))
+            if n_subj < MIN_SUBJECTS_CI:
+                out.append((label + ", CI n/a (too few subjects)", y, p["score"].to_numpy()))
+            else:
+                out.append((label + f" [{r['auc_lo']:.3f}, {r['auc_hi']:.3f}]", y,
+                            p["score"].to_numpy(), p["subject_id"].to_numpy()))
+    return out

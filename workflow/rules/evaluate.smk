@@ -24,6 +24,20 @@ rule evaluate:
         per_subject_parquet="results/evaluation/per_subject.parquet",
         per_video_parquet="results/evaluation/per_video.parquet",
         chance="results/evaluation/chance.parquet",
+        roc_table5=report(
+            "results/evaluation/roc_table5.png",
+            caption="../report/roc_table.rst",
+            category="3. ROC curves",
+            subcategory="Per results table",
+            labels={"table": "Table 5"},
+        ),
+        roc_table6=report(
+            "results/evaluation/roc_table6.png",
+            caption="../report/roc_table.rst",
+            category="3. ROC curves",
+            subcategory="Per results table",
+            labels={"table": "Table 6"},
+        ),
         roc=[
             report(
                 f"results/evaluation/roc/{b}/{layer}/{p}.png",

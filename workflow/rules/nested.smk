@@ -13,7 +13,8 @@ NESTED_TABLES = (
 )
 NESTED_PARTS = ("scores", "choices", "predictions", "permuted")
 NESTED_TARGETS = (
-    ["results/evaluation/summary.md", "results/report/summary.html"] if NESTED_ON else []
+    ["results/evaluation/summary.md", "results/report/summary.html",
+     "results/evaluation/roc_summary.png"] if NESTED_ON else []
 )
 
 
@@ -49,6 +50,9 @@ rule nested_summary:
         parquet="results/evaluation/summary.parquet",
         page=report("results/report/summary.html", caption="../report/summary.rst",
                     category="1. Results", subcategory="Summary"),
+        roc=report("results/evaluation/roc_summary.png", caption="../report/roc_summary.rst",
+                   category="3. ROC curves", subcategory="Per results table",
+                   labels={"table": "Summary"}),
     params:
         protocols=NESTED_PROTOCOLS,
         n_boot=config["evaluate"]["n_boot"],
