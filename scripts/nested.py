@@ -13,15 +13,13 @@ def main(sm):
     from neopain.baseline import single_recording_subjects
     from neopain.nested import (build_views, candidates, common_videos, nested_cv,
                                 permute_labels)
-    from neopain.tables import feature_matrix
+    from neopain.tables import read_features
 
     log = logging.getLogger("nested")
     p, spec = sm.params, dict(sm.params.spec)
     tables = {}
     for (b, layer), f in zip(p.tables, sm.input.features):
-        t = pq.read_table(f, columns=["video_id", "subject_id", "y", "features"])
-        tables[(b, layer)] = (feature_matrix(t), t.select(["video_id", "subject_id", "y"])
-                              .to_pandas())
+        tables[(b, layer)] = read_features(f)
     tables, dropped = common_videos(tables)
     if dropped:
         log.warning("videos missing from some feature tables, left out: %s", dropped)

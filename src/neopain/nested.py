@@ -136,7 +136,7 @@ def _auc(y, s) -> float:
     return float(roc_auc_score(y, s))
 
 
-def _video_scores(view: View, rows: np.ndarray, scores: np.ndarray, preds: np.ndarray,
+def video_mean_scores(view: View, rows: np.ndarray, scores: np.ndarray, preds: np.ndarray,
                   n_videos: int) -> tuple[np.ndarray, np.ndarray]:
     """Row scores -> per-video mean (and vote share of the predicted class)."""
     idx = view.row_video[rows]
@@ -191,7 +191,7 @@ class Fitter:
             model = vm.fit(vm.make_model(cand.model, params, self.seed, cand.selector,
                                          cand.k or None), view.X[tr], y[tr])
             score, pred = vm.positive_score(model, view.X[rows]), model.predict(view.X[rows])
-        s, p = _video_scores(view, rows, score, pred.astype(float), len(view.videos))
+        s, p = video_mean_scores(view, rows, score, pred.astype(float), len(view.videos))
         return vids, s[vids], (p[vids] >= 0.5).astype(int)
 
 
@@ -246,23 +246,18 @@ def _nested_cv(views, cands, split, inner_splits, seed, ensembles, audit):
         train_s, test_s = fold_subjects(split, fold)
         tr_v = np.flatnonzero(ref["subject_id"].isin(list(train_s)).to_numpy())
         folds = inner_folds(ref, train_s, inner_splits, seed + int(fold))
-        inner_auc, oof_all, outer = [], {}, {}
+        inner_auc, oof_all = inner_search(views, cands, ref, tr_v, folds, fitter, fold)
+        outer = {}
         for ci, c in enumerate(cands):
-            view = views[c.view]
-            oof = np.full(len(ref), np.nan)
-            for itr, ite in folds:
-                vids, s, _ = fitter(c, view, itr, ite, "inner", fold)
-                oof[vids] = s
-            oof_all[ci] = oof[tr_v]
-            inner_auc.append(_auc(yv[tr_v], oof[tr_v]) if folds else float("nan"))
-            outer[ci] = fitter(c, view, train_s, test_s, "outer", fold)
+            outer[ci] = fitter(c, views[c.view], train_s, test_s, "outer", fold)
             vids, s, p = outer[ci]
             for v, sc, pr in zip(vids, s, p):
                 score_rows.append((protocol, int(fold), ci, v, float(sc), int(pr)))
         options = [(a, ci, None) for ci, a in enumerate(inner_auc)]
-        members = _members(cands, inner_auc, tables)
+        members = ensemble_members(cands, inner_auc, tables)
         for e in ens:
-            a, chosen = _ensemble(e, members, oof_all, outer, yv[tr_v], folds, ref, tr_v)
+            a, chosen = ensemble_scores(e, members, oof_all, yv[tr_v], folds, ref, tr_v,
+                                        outer)
             options.append((a, None, chosen))
         key = [(-(a if np.isfinite(a) else -1.0), i) for i, (a, _, _) in enumerate(options)]
         best = options[min(range(len(options)), key=lambda i: key[i])]
@@ -297,7 +292,22 @@ def _nested_cv(views, cands, split, inner_splits, seed, ensembles, audit):
                 "protocol", "fold", "video_id", "subject_id", "y", "score", "pred"])}
 
 
-def _members(cands, inner_auc, tables) -> list[int]:
+def inner_search(views, cands, ref, tr_v, folds, fitter, fold=0) -> tuple[list, dict]:
+    """Inner AUC and out-of-fold video scores (over the training videos ``tr_v``) of every
+    candidate, the inner ``folds`` being subject sets of the training part."""
+    y = ref["y"].to_numpy()[tr_v]
+    aucs, oof_all = [], {}
+    for ci, c in enumerate(cands):
+        oof = np.full(len(ref), np.nan)
+        for itr, ite in folds:
+            vids, s, _ = fitter(c, views[c.view], itr, ite, "inner", fold)
+            oof[vids] = s
+        oof_all[ci] = oof[tr_v]
+        aucs.append(_auc(y, oof[tr_v]) if folds else float("nan"))
+    return aucs, oof_all
+
+
+def ensemble_members(cands, inner_auc, tables) -> list[int]:
     """Per feature table, the candidate with the best inner AUC (first on ties)."""
     out = []
     for t in tables:
@@ -308,21 +318,28 @@ def _members(cands, inner_auc, tables) -> list[int]:
     return out
 
 
-def _ensemble(kind, members, oof_all, outer, y_tr, folds, ref, tr_v):
-    """(inner AUC, (video indices, scores, preds, label)) of one late-fusion ensemble."""
+def ensemble_scores(kind, members, oof_all, y_tr, folds, ref, tr_v, outer=None):
+    """(inner AUC, (video indices, scores, preds, label) of the outer test videos, or None
+    without ``outer``) of one late-fusion ensemble."""
     if len(members) < 2 or not folds:
         return float("nan"), None
     O = np.column_stack([oof_all[m] for m in members])
-    vids = outer[members[0]][0]
-    for m in members[1:]:
-        vids = np.intersect1d(vids, outer[m][0])
-    T = np.column_stack([outer[m][1][np.searchsorted(outer[m][0], vids)] for m in members])
     if not np.all(np.isfinite(O)):
         return float("nan"), None
+    if outer is None:
+        vids = np.zeros(0, int)
+        T = np.zeros((0, len(members)))
+    else:
+        vids = outer[members[0]][0]
+        for m in members[1:]:
+            vids = np.intersect1d(vids, outer[m][0])
+        T = np.column_stack([outer[m][1][np.searchsorted(outer[m][0], vids)]
+                             for m in members])
     if kind == "mean":
         cal = [_platt(O[:, j], y_tr) for j in range(O.shape[1])]
         inner = np.mean([c.predict_proba(O[:, [j]])[:, 1] for j, c in enumerate(cal)], axis=0)
-        test = np.mean([c.predict_proba(T[:, [j]])[:, 1] for j, c in enumerate(cal)], axis=0)
+        test = (np.mean([c.predict_proba(T[:, [j]])[:, 1] for j, c in enumerate(cal)], axis=0)
+                if len(T) else np.zeros(0))
     else:
         subj = ref["subject_id"].to_numpy()[tr_v]
         inner = np.full(len(y_tr), np.nan)
@@ -330,11 +347,13 @@ def _ensemble(kind, members, oof_all, outer, y_tr, folds, ref, tr_v):
             a, b = np.isin(subj, list(itr)), np.isin(subj, list(ite))
             if len(np.unique(y_tr[a])) == 2:
                 inner[b] = LogisticRegression().fit(O[a], y_tr[a]).predict_proba(O[b])[:, 1]
-        test = LogisticRegression().fit(O, y_tr).predict_proba(T)[:, 1]
+        test = (LogisticRegression().fit(O, y_tr).predict_proba(T)[:, 1] if len(T)
+                else np.zeros(0))
     label = {"backbone": "ensemble", "layer": kind, "baseline": "", "pooling": "",
              "selector": "", "k": 0, "model": kind,
              "params": vm.params_json({"members": [int(m) for m in members]})}
-    return _auc(y_tr, inner), (vids, test, (test >= 0.5).astype(int), label)
+    return _auc(y_tr, inner), (None if outer is None else
+                               (vids, test, (test >= 0.5).astype(int), label))
 
 
 def permute_labels(views: dict[tuple, View], seed: int) -> dict[tuple, View]:

@@ -46,23 +46,20 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
     ``predictions``: ``{protocol: results/nested/<protocol>/predictions.parquet}`` (the
     nested estimate's calibrated test scores, for the reliability report)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from . import provenance as prov_mod
     from .calibrate import (brier_score, expected_calibration_error, plot_reliability,
                             reliability_table)
     from .evaluate import to_markdown
     from .export import FORMAT, VIDEO_FORMAT_VERSION, study_pipeline
-    from .tables import feature_matrix
+    from .tables import read_features
 
     exp = dict(study.get("export") or {})
     spec = dict(study["nested"])
     seed = int(study.get("seed", 0))
     tables, pipelines, embeds, fprovs, sources = {}, {}, {}, [], {}
     for (b, layer), f in features.items():
-        t = pq.read_table(f, columns=["video_id", "subject_id", "y", "features"])
-        tables[(b, layer)] = (feature_matrix(t), t.select(["video_id", "subject_id", "y"])
-                              .to_pandas())
+        tables[(b, layer)] = read_features(f)
         fp = prov_mod.read_provenance(f)
         fprovs.append(fp)
         src = dict(fp.get("sources") or {})

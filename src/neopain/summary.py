@@ -27,11 +27,11 @@ from .evaluate import binary_metrics, bootstrap_ci
 COLUMNS = ["estimate", "description", "protocol", "level", "auc", "auc_lo", "auc_hi",
            "balanced_accuracy", "balanced_accuracy_lo", "balanced_accuracy_hi", "accuracy",
            "sensitivity", "specificity", "n_videos", "n_subjects", "n_pos",
-           "n_configurations", "optimistic", "configuration"]
+           "n_configurations", "optimistic", "configuration", "candidate"]
 
 
 def _row(estimate, description, protocol, preds: pd.DataFrame, n_boot, seed, level,
-         n_configurations=1, optimistic=False, configuration=""):
+         n_configurations=1, optimistic=False, configuration="", candidate=-1):
     y, pred, score = (preds["y"].to_numpy(), preds["pred"].to_numpy(),
                       preds["score"].to_numpy())
     m = binary_metrics(y, pred, score)
@@ -41,7 +41,7 @@ def _row(estimate, description, protocol, preds: pd.DataFrame, n_boot, seed, lev
            "specificity": m["specificity"], "n_videos": m["n"],
            "n_subjects": int(preds["subject_id"].nunique()), "n_pos": m["n_pos"],
            "n_configurations": int(n_configurations), "optimistic": bool(optimistic),
-           "configuration": configuration}
+           "configuration": configuration, "candidate": int(candidate)}
     ci = (bootstrap_ci(y, pred, score, preds["subject_id"].to_numpy(), n_boot, seed, level,
                        metrics=("auc", "balanced_accuracy")) if n_boot else {})
     for name in ("auc", "balanced_accuracy"):
@@ -100,7 +100,8 @@ def summary_table(nested: dict[str, dict[str, pd.DataFrame]], paper_metrics: pd.
                 cand = int(aucs.loc[idx, "candidate"])
                 part = scores[scores["candidate"] == cand]
                 rows.append(_row(est, f"{text} (of {n_cand})", proto, part, n_boot, seed,
-                                 level, n_cand, opt, describe(first.loc[cand].to_dict())))
+                                 level, n_cand, opt, describe(first.loc[cand].to_dict()),
+                                 cand))
         if res.get("permuted") is not None and len(res["permuted"]):
             rows.append(_row("permuted", "nested search rerun with shuffled video labels "
                              "(should be near 0.5)", proto, res["permuted"], n_boot, seed,
@@ -115,7 +116,7 @@ def summary_table(nested: dict[str, dict[str, pd.DataFrame]], paper_metrics: pd.
                      "accuracy": major, "sensitivity": np.nan, "specificity": np.nan,
                      "n_videos": len(y), "n_subjects": int(preds["subject_id"].nunique()),
                      "n_pos": int((y == 1).sum()), "n_configurations": 0,
-                     "optimistic": False, "configuration": ""})
+                     "optimistic": False, "configuration": "", "candidate": -1})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -142,6 +143,7 @@ def _paper_rows(metrics: pd.DataFrame | None, proto: str) -> list[dict]:
                 "balanced_accuracy_hi", "accuracy", "sensitivity", "specificity")},
             "n_videos": int(r["n"]), "n_subjects": int(r["n_subjects"]),
             "n_pos": int(r["n_pos"]), "n_configurations": len(m), "optimistic": opt,
+            "candidate": -1,
             "configuration": f"{r['backbone']} {r['layer']}, {r['selector']} top {int(r['k'])}, "
                              f"{r['classifier']}"})
     return out
@@ -187,15 +189,11 @@ def summary_roc_curves(nested: dict[str, dict[str, pd.DataFrame]], table: pd.Dat
     out = []
     for proto, res in nested.items():
         rows = table[table["protocol"] == proto].set_index("estimate")
-        aucs = candidate_aucs(res["scores"])
         parts = {"nested": res["predictions"]}
-        if len(aucs):
-            for est in ("best_of_n", "median"):
-                if est in rows.index:
-                    # the candidate behind the row: the one with that pooled test AUC
-                    cand = aucs.loc[(aucs["auc"] - rows.loc[est, "auc"]).abs().idxmin(),
-                                    "candidate"]
-                    parts[est] = res["scores"][res["scores"]["candidate"] == cand]
+        for est in ("best_of_n", "median"):
+            if est in rows.index:
+                cand = rows.loc[est, "candidate"]
+                parts[est] = res["scores"][res["scores"]["candidate"] == cand]
         for est, p in parts.items():
             if est not in rows.index or not len(p):
                 continue

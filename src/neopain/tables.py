@@ -30,3 +30,11 @@ def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
     if m.ndim != 2 or m.dtype not in (np.float32, np.float16):
         raise ValueError(f"need an (n, dim) float32/float16 matrix, not {m.dtype} {m.shape}")
     return pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), m.shape[1])
+
+
+def read_features(path, ids=("video_id", "subject_id", "y")):
+    """(feature matrix, DataFrame of the ``ids`` columns) of a gathered feature table."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=[*ids, "features"])
+    return feature_matrix(t), t.select(list(ids)).to_pandas()

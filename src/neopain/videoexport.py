@@ -66,24 +66,15 @@ def search_all_subjects(views: dict, cands: list, *, inner_splits: int = 5, seed
         raise ValueError("export.configuration nested: the inner search needs at least 2 "
                          "subjects of each class in the sample sheet")
     fitter = nested.Fitter(seed)
-    aucs, oof_all = [], {}
+    every = np.arange(len(ref))
     with threadpool_limits(limits=1, user_api="blas"):
-        for ci, c in enumerate(cands):
-            oof = np.full(len(ref), np.nan)
-            for itr, ite in folds:
-                vids, s, _ = fitter(c, views[c.view], itr, ite, "inner", 0)
-                oof[vids] = s
-            oof_all[ci] = oof
-            aucs.append(nested._auc(y, oof))
+        aucs, oof_all = nested.inner_search(views, cands, ref, every, folds, fitter)
         tables = sorted({(c.backbone, c.layer) for c in cands})
         ens = {}
         if len(tables) > 1:
-            members = nested._members(cands, aucs, tables)
-            # _ensemble also scores outer test videos: give it one placeholder video
-            outer = {m: (np.array([0]), oof_all[m][:1], np.array([0])) for m in members}
+            members = nested.ensemble_members(cands, aucs, tables)
             for e in ensembles:
-                a, _ = nested._ensemble(e, members, oof_all, outer, y, folds, ref,
-                                        np.arange(len(ref)))
+                a, _ = nested.ensemble_scores(e, members, oof_all, y, folds, ref, every)
                 ens[e] = {"inner_auc": a, "members": [asdict(cands[m]) for m in members]}
     finite = [i for i, a in enumerate(aucs) if np.isfinite(a)]
     if not finite:
@@ -225,7 +216,7 @@ def export_nested_model(tables: dict, spec: Mapping[str, Any], out, *, pipelines
     thr = choose_threshold(y, p_oof, threshold)
     raw = vm.positive_score(pipe, view.X)
     if cand.pooling == nested.FRAME_SCORES:   # frame rows -> the video's mean score
-        raw = nested._video_scores(view, np.arange(len(raw)), raw, raw,
+        raw = nested.video_mean_scores(view, np.arange(len(raw)), raw, raw,
                                    len(view.videos))[0]
     better = {k: v for k, v in res["ensembles"].items()
               if np.isfinite(v["inner_auc"]) and v["inner_auc"] > res["inner_auc"]}
