@@ -5,6 +5,15 @@ from neopain import runtime
 
 
 def main(sm):
+    _export(sm)
+    from neopain.report_html import write_markdown_page
+
+    # the report shows both as HTML pages (a Markdown entry would only be a download)
+    write_markdown_page(sm.output.card, sm.output.card_html, "Model card")
+    write_markdown_page(sm.output.calibration_md, sm.output.calibration_html, "Calibration")
+
+
+def _export(sm):
     import pyarrow.parquet as pq
 
     from neopain.export import export_study, study_configuration

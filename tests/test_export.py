@@ -338,6 +338,11 @@ def test_run_level_export_round_trip_and_predict_rule(shared_data, tmp_path):
     line = [ln for ln in md.splitlines() if ln.startswith("| test folds, calibrated")][0]
     brier, ece = (float(v) for v in line.strip("|").split("|")[2:4])
     assert 0 <= brier <= 1 and 0 <= ece <= 1
+    # ... and both pages as HTML in the report (issue 17), the same numbers in table cells
+    page = (work / "results/report/calibration.html").read_text()
+    assert page.count("<table") == md.count("\n|---") + md.count("\n| ---") > 0
+    assert f"<td>{line.strip('|').split('|')[2].strip()}</td>" in page
+    assert "<h1>Exported model: " in (work / "results/report/model_card.html").read_text()
 
     # fresh process: the artefact scores the study's frames exactly as at export
     code = ("import sys, numpy as np, pyarrow.parquet as pq; from neopain.export import load;"

@@ -182,6 +182,22 @@ def test_p_values_and_too_few_subjects_print_in_words():
     assert d["p"].tolist() == ["< 0.001", "0.200"]
 
 
+def test_markdown_pages_become_html_tables():
+    """export's model card / calibration Markdown as report pages: pipe tables -> <table>,
+    long tables sortable, the document's own heading kept, raw HTML escaped."""
+    from neopain.report_html import SORTABLE_ROWS, markdown_page
+
+    rows = "".join(f"| f{i} | {i / 100:.3f} |\n" for i in range(SORTABLE_ROWS + 1))
+    md = ("# Calibration\n\nBrier <script>x</script> per fold.\n\n| fold | brier |\n"
+          "|---|---:|\n| 0 | 0.210 |\n\n| fold | brier |\n|---|---:|\n" + rows)
+    out = markdown_page(md, "Calibration")
+    assert out.count("<h1>") == 1 and "<h1>Calibration</h1>" in out
+    assert out.count("<table") == 2 and out.count('<table class="sortable">') == 1
+    assert '<td style="text-align:right">0.210</td>' in out
+    assert "<script>x</script>" not in out and "&lt;script&gt;" in out
+    assert "<h1>Notes</h1>" in markdown_page("no heading", "Notes")
+
+
 def test_roc_band_contains_the_curve():
     y, a, _, subj = _clustered()
     g, lo, hi = roc_band(y, a, subj, n_boot=100)

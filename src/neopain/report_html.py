@@ -129,12 +129,43 @@ def _looks_numeric(s: str) -> bool:
         return False
 
 
-def page(title: str, parts: list[str]) -> str:
-    """A complete HTML document: title, then ``parts`` (HTML snippets) in order."""
+def page(title: str, parts: list[str], heading: bool = True) -> str:
+    """A complete HTML document: title (as ``<h1>`` unless ``heading`` is false), then
+    ``parts`` (HTML snippets) in order."""
+    h1 = f"<h1>{html.escape(title)}</h1>" if heading else ""
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1>{''.join(parts)}"
+            f"{h1}{''.join(parts)}"
             f"<script>{SORT_JS}</script></body></html>\n")
+
+
+def markdown_page(text: str, title: str) -> str:
+    """A Markdown document (headings, paragraphs, lists, pipe tables) as a page of this
+    module's style: its tables become HTML tables, sortable when longer than
+    :data:`SORTABLE_ROWS`; raw HTML in the text is escaped, not passed through."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(text)
+    rows = 0
+    for tok in tokens:                      # count body rows per table, mark long ones
+        if tok.type == "table_open":
+            opening, rows = tok, 0
+        elif tok.type == "tr_open":
+            rows += 1
+        elif tok.type == "table_close" and rows - 1 > SORTABLE_ROWS:
+            opening.attrSet("class", "sortable")
+    body = md.renderer.render(tokens, md.options, {})
+    return page(title, [body], heading=not text.lstrip().startswith("# "))
+
+
+def write_markdown_page(md_path, html_path, title: str) -> None:
+    """:func:`markdown_page` of the file ``md_path``, written atomically to ``html_path``."""
+    from pathlib import Path
+
+    from .provenance import write_text
+
+    write_text(markdown_page(Path(md_path).read_text(), title), html_path)
 
 
 def caption(text: str, cls: str = "caption") -> str:

@@ -42,13 +42,17 @@ rule export:
         samples=config["samples"],
     output:
         model="results/export/model.neopain",
-        card=report("results/export/model_card.md", category="Calibration"),
+        card="results/export/model_card.md",
+        card_html=report("results/report/model_card.html",
+                         caption="../report/model_card.rst", category="Calibration"),
         reliability=report(
             "results/export/reliability.png",
             caption="../report/reliability.rst",
             category="Calibration",
         ),
-        calibration_md=report("results/export/calibration.md", category="Calibration"),
+        calibration_md="results/export/calibration.md",
+        calibration_html=report("results/report/calibration.html",
+                                caption="../report/calibration.rst", category="Calibration"),
         calibration="results/export/calibration.parquet",
         training_scores="results/export/training_scores.parquet",
     params:
