@@ -1,7 +1,7 @@
 # Export and bedside prediction (issue 9): one verifiable artefact of a trained
 # configuration (neopain.export) and pain timelines for new videos (neopain.predict).
 # Neither is part of `rule all` unless configured: export.enabled: true adds the export
-# (and its Calibration report entries); predict.model + predict.videos add the timelines.
+# (and its report entries under "4. Exported model"); predict.model + predict.videos add the timelines.
 
 from neopain.export import export_inputs as _export_inputs  # noqa: E402
 from neopain.predict import predict_baselines as _predict_baselines  # noqa: E402
@@ -44,15 +44,15 @@ rule export:
         model="results/export/model.neopain",
         card="results/export/model_card.md",
         card_html=report("results/report/model_card.html",
-                         caption="../report/model_card.rst", category="Calibration"),
+                         caption="../report/model_card.rst", category="4. Exported model"),
         reliability=report(
             "results/export/reliability.png",
             caption="../report/reliability.rst",
-            category="Calibration",
+            category="4. Exported model",
         ),
         calibration_md="results/export/calibration.md",
         calibration_html=report("results/report/calibration.html",
-                                caption="../report/calibration.rst", category="Calibration"),
+                                caption="../report/calibration.rst", category="4. Exported model"),
         calibration="results/export/calibration.parquet",
         training_scores="results/export/training_scores.parquet",
     params:
