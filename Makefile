@@ -51,7 +51,7 @@ lint: venv
 	$(SNAKEMAKE) --lint
 
 test: venv mesh-weights
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=20
 
 test-fast: venv mesh-weights
 	$(PY) -m pytest -q -rs -m "not slow"
