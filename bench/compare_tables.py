@@ -136,6 +136,7 @@ def main() -> int:
             if not Path(getattr(args, side)).is_dir():
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                                 str(tree)], check=False)
+    subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
     for t, v in rows:
         print(f"{v.split(' ')[0]:10s} {t}{v[len(v.split(' ')[0]):]}")
     n_bad = sum(v.startswith("DIFFERS") for _, v in rows)
