@@ -1,7 +1,9 @@
 """Rotation-robust, single-subject face tracking (the ``track`` stage).
 
-The detector backends live in :mod:`neopain.detectors` (``mtcnn``, ``insightface``,
-``mediapipe``); they find roughly upright faces.  This module makes them work on
+The detector backends live in :mod:`neopain.detectors` (``blazeface``, the default,
+``mtcnn``, ``insightface``, ``mediapipe``); they find roughly upright faces.  A backend
+with a ``detect_roi`` method (BlazeFace: its short-range model) gets the ROI views
+through it, the whole-frame views through ``detect``.  This module makes them work on
 infants lying at any in-plane rotation and follows ONE subject through a stream of
 frames (never loading a whole video).
 
@@ -43,8 +45,8 @@ Per frame
        search and sets the full views.
 
 Score thresholds ``min_score`` / ``acquire_score`` left unset (None) take the
-backend's calibrated ``score_defaults`` (MTCNN 0.9 / 0.95, SCRFD and MediaPipe 0.5 /
-0.6).
+backend's calibrated ``score_defaults`` (MTCNN 0.9 / 0.95, BlazeFace, SCRFD and
+MediaPipe 0.5 / 0.6).
 
 Columns added to the original ones: ``orientation`` (int16, the clockwise rotation
 of the frame in which the face is upright, multiple of 90), ``roll`` (float32,
@@ -121,6 +123,7 @@ __all__ = [
 REASONS = ("ok", "no_face", "low_score", "jump", "occluded")
 MODES = ("search", "roi", "full", "skip")
 DEFAULT_REACQUIRE_AFTER = 15
+DEFAULT_DETECTOR = "blazeface"
 ORIENTATIONS = (0, 90, 180, 270)
 
 TRACK_SCHEMA = pa.schema(
@@ -479,8 +482,11 @@ class _Tracker:
     def roi(self, views: _Views, prev: Detection) -> list[Detection]:
         self.calls["roi"] += 1
         roll = roll_degrees(prev.landmarks)
-        view = views.roi(prev.centre, prev.size, roll, self.p.roi_size, self.p.roi_scale)
-        return self._detect_views([view])[0]
+        img, A = views.roi(prev.centre, prev.size, roll, self.p.roi_size, self.p.roi_scale)
+        if hasattr(self.det, "detect_roi"):  # a model made for faces filling the view
+            Ainv = cv2.invertAffineTransform(A)
+            return [_map_back(d, Ainv) for d in self.det.detect_roi(img)]
+        return self._detect_views([(img, A)])[0]
 
     # --- one frame -----------------------------------------------------------------
     def _finish(self, frame: Frame, reason: str, chosen: Detection | None, n_faces: int,
@@ -806,7 +812,7 @@ def _to_table(rows: list[dict]) -> pa.Table:
 
 def build_detector(cfg: dict[str, Any], repo_root: str | os.PathLike | None = None):
     """``(detector, refiner)`` from a ``track`` config section (see config.yaml)."""
-    name = cfg.get("detector", "mtcnn")
+    name = cfg.get("detector", DEFAULT_DETECTOR)
     device = cfg.get("device", "auto")
     dev = None if device == "auto" else device
 
@@ -815,7 +821,11 @@ def build_detector(cfg: dict[str, Any], repo_root: str | os.PathLike | None = No
             return x
         return os.path.join(str(repo_root), str(x))
 
-    if name == "mtcnn":
+    if name == "blazeface":
+        sub = dict(cfg.get("blazeface", {}) or {})
+        sub["model_dir"] = _path(sub.get("model_dir"))
+        det = make_detector("blazeface", **sub)
+    elif name == "mtcnn":
         sub = dict(cfg.get("mtcnn", {}) or {})
         det = make_detector("mtcnn", device=dev, max_side=None, **sub)
     elif name == "insightface":
@@ -840,7 +850,8 @@ def build_detector(cfg: dict[str, Any], repo_root: str | os.PathLike | None = No
             backend = "onnx" if only_onnx else "litert"
         refiner = FaceMeshRefiner(model_dir=mdir, sha256=sub.get("sha256"),
                                   device=dev, backend=backend,
-                                  replace_five=bool(sub.get("replace_five", False)))
+                                  replace_five=bool(sub.get("replace_five", False)),
+                                  mouth_from_mesh=name == "blazeface")
     return det, refiner
 
 
