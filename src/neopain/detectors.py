@@ -62,7 +62,6 @@ from .provenance import sha256_file
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "BlazeFaceDetector",
     "DETECTORS",
     "Detection",
     "Detector",
@@ -731,10 +730,15 @@ class MediapipeDetector:
 # ---------------------------------------------------------------------------- registry
 
 
-from .blazeface import BlazeFaceDetector  # noqa: E402  (it imports Detection from here)
+def _blazeface(**params: Any):
+    """:class:`neopain.blazeface.BlazeFaceDetector` (imported here: it imports this module)."""
+    from .blazeface import BlazeFaceDetector
 
-DETECTORS: dict[str, type] = {
-    "blazeface": BlazeFaceDetector,
+    return BlazeFaceDetector(**params)
+
+
+DETECTORS: dict[str, Any] = {
+    "blazeface": _blazeface,
     "mtcnn": MTCNNDetector,
     "insightface": SCRFDDetector,
     "mediapipe": MediapipeDetector,
