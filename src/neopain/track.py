@@ -381,18 +381,26 @@ def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
     return 1.0 / (1.0 + tau / dt)
 
 
+def _one_euro_step(x: np.ndarray, prev: np.ndarray, dx_hat: np.ndarray, dt: float,
+                   scale: float, min_cutoff: float, beta: float, d_cutoff: float = 1.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the One-Euro filter: ``(output, dx_hat)`` (``dt``: signed time step)."""
+    dt = max(abs(dt), 1e-3)
+    dx = (x - prev) / dt / max(scale, 1e-6)  # face sizes per second
+    a_d = _alpha(d_cutoff, dt)
+    dx_hat = a_d * dx + (1 - a_d) * dx_hat
+    a = _alpha(min_cutoff + beta * np.abs(dx_hat), dt)
+    return a * x + (1 - a) * prev, dx_hat
+
+
 def _one_euro_pass(x: np.ndarray, t: np.ndarray, scale: np.ndarray, min_cutoff: float,
                    beta: float, d_cutoff: float = 1.0) -> np.ndarray:
     out = np.empty_like(x)
     out[0] = x[0]
     dx_hat = np.zeros_like(x[0])
     for i in range(1, len(x)):
-        dt = max(abs(t[i] - t[i - 1]), 1e-3)
-        dx = (x[i] - out[i - 1]) / dt / max(scale[i], 1e-6)  # face sizes per second
-        a_d = _alpha(d_cutoff, dt)
-        dx_hat = a_d * dx + (1 - a_d) * dx_hat
-        a = _alpha(min_cutoff + beta * np.abs(dx_hat), dt)
-        out[i] = a * x[i] + (1 - a) * out[i - 1]
+        out[i], dx_hat = _one_euro_step(x[i], out[i - 1], dx_hat, t[i] - t[i - 1], scale[i],
+                                        min_cutoff, beta, d_cutoff)
     return out
 
 
@@ -563,6 +571,7 @@ def track_video(
     refiner: FaceMeshRefiner | None = None,
     on_error: str = "fail",
     frames: Iterable[Frame] | None = None,
+    on_row: Callable[[dict], None] | None = None,
     **settings: Any,
 ) -> tuple[pa.Table, dict[str, Any]]:
     """Detect and track one subject's face through a source (streamed).
@@ -571,7 +580,11 @@ def track_video(
     (``min_score``, ``max_jump``, ``reacquire_after`` and any other
     :class:`TrackParams` field).  ``refiner`` (e.g. :class:`FaceMeshRefiner`)
     refines the landmarks of every accepted face.  ``frames`` replaces decoding
-    ``path`` (any iterable of :class:`Frame`; tests use rotated copies).
+    ``path`` (any iterable of :class:`Frame`; tests use rotated copies).  ``on_row`` is
+    called with each row (a dict: ``frame``, ``timestamp``, ``ok``, ``reason``, ``det``
+    -- unsmoothed --, ...) as soon as it is decided, in frame order, at most
+    ``search_every`` frames late; a scene cut before the next frame sets
+    ``cut_after`` on it later (:mod:`neopain.stream` scores while tracking).
 
     ``on_error``: what a :class:`VideoError` while decoding does -- ``"fail"``
     re-raises it; ``"record"`` returns the rows of the frames decoded before it
@@ -615,6 +628,8 @@ def track_video(
         nonlocal n
         rows.append(row)
         n += 1
+        if on_row is not None:
+            on_row(row)
         if progress is not None:
             progress(n)
 
