@@ -272,6 +272,9 @@ class BlazeFaceDetector:
 
     name = "blazeface"
     score_defaults = (0.5, 0.6)  #: MediaPipe's min_score_thresh: short range, full range
+    #: face-mesh presence a face needs (MediaPipe Face Mesh's min_tracking_confidence):
+    #: BlazeFace alone fires on drawn, face-like patterns (track.min_mesh_score)
+    mesh_score_default = 0.5
 
     def __init__(self, model_dir: str | os.PathLike | None = None, threads: int | None = None,
                  score_floor: float = 0.3, device: str | None = None):

@@ -44,6 +44,13 @@ Per frame
        the accepted face's roll (estimated from its landmarks); it orders the next
        search and sets the full views.
 
+Face-mesh check: with the mesh refiner, a face is accepted only when the mesh's
+face-presence probability reaches ``min_mesh_score`` (None: the backend's
+``mesh_score_default`` -- BlazeFace 0.5, MediaPipe Face Mesh's default
+``min_tracking_confidence``; 0, off, for the others); below it the frame is
+``occluded`` (a subject is tracked) or ``low_score``.  BlazeFace fires on drawn faces
+(the cartoon of ``no_face.mp4``) on which the mesh scores < 0.5.
+
 Score thresholds ``min_score`` / ``acquire_score`` left unset (None) take the
 backend's calibrated ``score_defaults`` (MTCNN 0.9 / 0.95, BlazeFace, SCRFD and
 MediaPipe 0.5 / 0.6).
@@ -173,6 +180,9 @@ class TrackParams:
     smooth_beta: float = 2.0  #: per (face size / s)
     cut_threshold: float = 0.08  #: scene cut: mean |diff| of 32x18 grey thumbnails; 0 = off
     verify: bool = True  #: confirm a new track by an upright ROI detection on the same frame
+    #: face-mesh face-presence probability a face needs (None: the backend's
+    #: ``mesh_score_default``, BlazeFace 0.5, others 0 = off)
+    min_mesh_score: float | None = None
 
     def __post_init__(self):
         if self.reacquire_after < 1:
@@ -194,8 +204,11 @@ class TrackParams:
     def for_detector(self, detector) -> "TrackParams":
         """Fill unset score thresholds with the backend's calibrated defaults."""
         lo, hi = getattr(detector, "score_defaults", (0.9, 0.95))
+        mesh = getattr(detector, "mesh_score_default", 0.0)
         return replace(self, min_score=lo if self.min_score is None else self.min_score,
-                       acquire_score=hi if self.acquire_score is None else self.acquire_score)
+                       acquire_score=hi if self.acquire_score is None else self.acquire_score,
+                       min_mesh_score=mesh if self.min_mesh_score is None
+                       else self.min_mesh_score)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -502,6 +515,10 @@ class _Tracker:
         ok = reason == "ok"
         if ok and self.refiner is not None:
             chosen = self.refiner.refine(frame.image, chosen)
+            if chosen.mesh_score is not None and chosen.mesh_score < (self.p.min_mesh_score
+                                                                      or 0.0):
+                # the mesh finds no face there: a face-like pattern, or the face hidden
+                ok, reason = False, ("occluded" if self.active else "low_score")
         if ok:
             self.prev, self.missed = chosen, 0
             self.orientation = orientation_of(roll_degrees(chosen.landmarks))
