@@ -201,3 +201,23 @@ def test_default_config_builds_blazeface_with_mesh_mouth_corners(videos, blaze):
     # eyes and nose are BlazeFace's, the mouth corners the mesh's (points 61 and 291)
     np.testing.assert_allclose(lm[3:], mesh_to_five(mesh)[3:], atol=1e-3)
     assert np.linalg.norm(lm[:2] - mesh_to_five(mesh)[:2], axis=1).max() > 1e-3
+
+
+def test_mesh_presence_check_rejects_a_drawn_face(videos, blaze):
+    """BlazeFace fires on the cartoon of no_face.mp4; the face mesh's presence score
+    (track.min_mesh_score, BlazeFace default 0.5) rejects it: status no_face."""
+    import yaml
+
+    from neopain.track import build_detector, params_from_config, track_video
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    det, ref = build_detector(cfg["track"])
+    params = params_from_config(cfg["track"])
+    _, qc = track_video(videos / "no_face.mp4", det, refiner=ref, params=params)
+    assert qc["status"] == "no_face" and qc["n_ok"] == 0
+    assert qc["params"]["min_mesh_score"] == 0.5
+    from dataclasses import replace
+
+    _, off = track_video(videos / "no_face.mp4", det, refiner=ref,
+                         params=replace(params, min_mesh_score=0.0), max_frames=40)
+    assert off["n_ok"] > 0          # without the check the drawn face is "tracked"
