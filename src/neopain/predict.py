@@ -353,7 +353,6 @@ class Predictor:
         video_id = video_id or path.stem
         t0 = time.perf_counter()
         table, qc, tr, score, feat_ok, n_scored, timing = self._track_and_score(path)
-        t_track, t_feat = timing["track"], timing["features_classify"]
         n = len(tr["frame"])
         ok = np.asarray(tr["ok"], bool) & feat_ok
         # tracked but not scored: non-finite features, or the source changed under us
@@ -407,8 +406,9 @@ class Predictor:
                            f"{self.opt.min_coverage:g}"),
             "level": self.model.level,
             "baseline": base,
-            "timing_s": {"track": t_track, "features_classify": t_feat, "total": elapsed},
-            "single_pass": timing.get("single_pass"),
+            "timing_s": {**{k: v for k, v in timing.items() if k != "single_pass"},
+                         "total": elapsed},
+            "single_pass": timing["single_pass"],
             "frames_per_s": n / elapsed if elapsed > 0 else float("nan"),
             "n_scored": n_scored,
             "pspi_peak": (float(np.nanmax(frames["pspi"])) if frames["pspi"].notna().any()
@@ -520,7 +520,7 @@ class Predictor:
             if dev > 0.01:
                 log.warning("%s: streamed landmarks differ from the track table's by up to "
                             "%.3g px (lookahead %d)", path, dev, self.opt.lookahead)
-            timing = {"track": t_track, "features_classify": 0.0, "single_pass": info}
+            timing = {"track_and_score": t_track, "single_pass": info}
         else:
             n_scored = self._score_frames(path, tr, score, feat_ok)
             timing = {"track": t_track, "features_classify": time.perf_counter() - t1,
