@@ -73,7 +73,7 @@ test-cluster: venv mesh-weights
 bench-plan: venv
 	$(PY) bench/bench_plan.py
 
-bench-track: venv
+bench-track: venv mesh-weights
 	$(PY) bench/track_fps.py
 
 bench-actions: venv mesh-weights

@@ -4,11 +4,15 @@
     .venv/bin/python bench/track_fps.py --frames 150 --threads 2 --json out.json
 
 Frames/s = frames tracked / wall time of ``track_video`` INCLUDING streamed decode
-(PyAV), with the settings of config.yaml's ``track`` section unless a row says
-otherwise (``max_side``, ``search_every``, ROI tracking ...). Each backend runs
-once after a warm-up of 10 frames, with ``--threads`` (default 1, as the track rule)
-intra-op threads for torch and onnxruntime.  Not a test: numbers depend on the machine.
-Backends whose models / environment are absent are listed as skipped, with why.
+(PyAV), with the settings of config.yaml's ``track`` section (default backend
+``blazeface`` + the 468-point mesh) unless a row says otherwise (``detector``,
+``max_side``, ``landmarks`` ...). Each backend runs once after a warm-up of 10 frames,
+with ``--threads`` (default 1, as the track rule) intra-op threads for torch,
+onnxruntime and LiteRT.  The default row is then profiled (per-frame milliseconds of
+decode, downscale + cut thumbnail, ROI warp, detector, mesh, smoothing) and, with
+``--rotations``, also run on the video turned by 90/180/270 degrees (decoded again for
+each angle, rotated in memory).  Not a test: numbers depend on the machine.  Backends
+whose models / environment are absent are listed as skipped, with why.
 """
 
 from __future__ import annotations
@@ -35,6 +39,95 @@ def _v(dist: str) -> str:
         return "-"
 
 
+TAIL: list[str] = []  # printed after the table
+
+
+def profile(video, det, ref, params, frames: int) -> dict:
+    """Per-frame milliseconds of each step of the default tracker (wrapped timers)."""
+    import collections
+    import functools
+
+    import neopain.track as T
+    from neopain.track import track_video
+    from neopain.video import iter_frames
+
+    acc: dict[str, float] = collections.defaultdict(float)
+    undo = []
+
+    def wrap(obj, name, key):
+        f = getattr(obj, name)
+
+        @functools.wraps(f)
+        def g(*a, **k):
+            t = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                acc[key] += time.perf_counter() - t
+        setattr(obj, name, g)
+        undo.append((obj, name, f))
+
+    def decode(*a, **k):
+        it = iter_frames(*a, **k)
+        while True:
+            t = time.perf_counter()
+            try:
+                fr = next(it)
+            except StopIteration:
+                return
+            finally:
+                acc["decode (PyAV, rgb24)"] += time.perf_counter() - t
+            yield fr
+
+    wrap(T._Views, "thumb", "downscale to max_side + cut thumbnail")
+    wrap(T._Views, "roi", "ROI warp")
+    for meth, key in (("detect_roi", "detector, ROI view"), ("detect", "detector, full view")):
+        if hasattr(det, meth):
+            wrap(det, meth, key)
+    if ref is not None:
+        wrap(ref, "refine", "face mesh (crop warp + network)")
+    wrap(T, "_smooth_rows", "One-Euro smoothing")
+    wrap(T, "_to_table", "Arrow table")
+    t = time.perf_counter()
+    _, qc = track_video(video, det, refiner=ref, params=params,
+                        frames=decode(video, max_frames=frames))
+    total = time.perf_counter() - t
+    for obj, name, f in reversed(undo):
+        setattr(obj, name, f)
+    n = qc["n_frames"]
+    out = {k: 1000 * v / n for k, v in acc.items()}
+    out["total"] = 1000 * total / n
+    TAIL.extend(["", f"profile of the default row ({n} frames, {n / total:.1f} frames/s, "
+                 "timers on): ms per frame"] + [f"  {k:40s} {v:6.2f}" for k, v in out.items()])
+    return out
+
+
+def rotations(video, det, ref, params, frames: int) -> dict:
+    import cv2
+    import numpy as np
+
+    from neopain.track import track_video
+    from neopain.video import Frame, iter_frames
+
+    rot = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180,
+           270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+    out = {}
+    TAIL.extend(["", "default row on rotated copies:", "",
+                 "| rotation | ok | success | frames/s (decode + rotate + track) |",
+                 "|---|---|---|---|"])
+    for a in (0, 90, 180, 270):
+        src = (Frame(f.index, f.timestamp, f.image if a == 0 else
+                     np.ascontiguousarray(cv2.rotate(f.image, rot[a])))
+               for f in iter_frames(video, max_frames=frames))
+        t = time.perf_counter()
+        _, qc = track_video(video, det, refiner=ref, params=params, frames=src)
+        dt = time.perf_counter() - t
+        out[a] = {"n_ok": qc["n_ok"], "n_frames": qc["n_frames"], "fps": qc["n_frames"] / dt}
+        TAIL.append(f"| {a} | {qc['n_ok']}/{qc['n_frames']} | {qc['success_rate']:.1%} | "
+                    f"{qc['n_frames'] / dt:.1f} |")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", default=str(SHARED / "data/videos/infant_000056.mp4"))
@@ -46,6 +139,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 0) or 1))
     ap.add_argument("--only", nargs="*", help="run only these rows (names as printed)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--rotations", action="store_true",
+                    help="also track the default row on rotated copies (90/180/270)")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
@@ -60,10 +155,12 @@ def main() -> int:
     cuda = torch.cuda.is_available()
     m = Path(args.models)
     rows = {
-        "mtcnn (default)": {},
-        "mtcnn max_side=320": {"max_side": 320},
-        "mtcnn + facemesh": {"landmarks": "facemesh",
-                             "facemesh": {"model_dir": str(m / "facemesh")}},
+        "blazeface + facemesh (default)": {},
+        "blazeface, no mesh": {"landmarks": "detector"},
+        "mtcnn + facemesh": {"detector": "mtcnn"},
+        "mtcnn max_side=320": {"detector": "mtcnn", "max_side": 320},
+        "mtcnn + facemesh (onnx)": {"detector": "mtcnn", "landmarks": "facemesh",
+                                    "facemesh": {"model_dir": str(m / "facemesh")}},
         "insightface scrfd_500m_bnkps": {"detector": "insightface", "insightface": {
             "model_dir": str(m / "insightface_scrfd"), "det_model": "scrfd_500m_bnkps.onnx"}},
         "insightface scrfd_2.5g": {"detector": "insightface", "insightface": {
@@ -72,10 +169,11 @@ def main() -> int:
         "mediapipe 0.10.21 (worker)": {"detector": "mediapipe"},
     }
     if cuda:
-        rows["mtcnn GPU full_every=1 batch_size=16"] = {"full_every": 1, "batch_size": 16,
-                                                        "device": "cuda"}
+        rows["mtcnn GPU full_every=1 batch_size=16"] = {
+            "detector": "mtcnn", "full_every": 1, "batch_size": 16, "device": "cuda"}
         rows["mtcnn GPU full frames only (roi off) batch_size=16"] = {
-            "full_every": 1, "batch_size": 16, "roi": False, "device": "cuda"}
+            "detector": "mtcnn", "full_every": 1, "batch_size": 16, "roi": False,
+            "device": "cuda"}
     if args.only:
         rows = {k: v for k, v in rows.items() if k in args.only}
 
@@ -92,9 +190,11 @@ def main() -> int:
           f"({len(os.sched_getaffinity(0))} usable), {args.threads} threads; "
           f"GPU: {torch.cuda.get_device_name(0) if cuda else 'none'}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, facenet-pytorch "
-          f"{_v('facenet-pytorch')}, onnxruntime {_v('onnxruntime')}, opencv "
-          f"{_v('opencv-python-headless')}, av {_v('av')}, numpy {_v('numpy')}")
-    print(f"input: {args.video} ({w}x{h}), {n_dec} frames; decode only: {decode_fps:.1f} fps")
+          f"{_v('facenet-pytorch')}, onnxruntime {_v('onnxruntime')}, ai-edge-litert "
+          f"{_v('ai-edge-litert')}, opencv {_v('opencv-python-headless')}, av {_v('av')}, "
+          f"numpy {_v('numpy')}")
+    print(f"input: {args.video} ({w}x{h}), {n_dec} frames; decode only: {decode_fps:.1f} fps "
+          "(PyAV, its own frame threads)")
     base = {k: v for k, v in cfg0.items()}
     print("settings (config.yaml track): " + ", ".join(
         f"{k}={base.get(k)}" for k in ("max_side", "search_every", "roi", "roi_size",
@@ -125,8 +225,14 @@ def main() -> int:
         results.append({"backend": name, "fps": fps, "n_ok": qc["n_ok"],
                         "n_frames": qc["n_frames"], "calls": calls, "device": info.get("device"),
                         "weights": info.get("weights"), "settings": over})
+        if name.endswith("(default)"):
+            prof = profile(args.video, det, ref, params, args.frames)
+            results[-1]["profile_ms"] = prof
+            if args.rotations:
+                results[-1]["rotations"] = rotations(args.video, det, ref, params, args.frames)
         if hasattr(det, "close"):
             det.close()
+    print("\n".join(TAIL))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "cpu": cpu_model(), "cpus": os.cpu_count(), "threads": args.threads,

@@ -30,10 +30,10 @@ def synthetic_table(n_subjects=8, frames=12, dim=40, seed=0, shift=2.5):
 
 
 def pipeline_settings(dim: int, backbone="mobilenet_v2", layer="penultimate",
-                      weights_sha=MOBILENET_SHA, tracker_weights=None):
+                      weights_sha=MOBILENET_SHA, tracker_weights=None, track=None):
     return {
         "labels": ["no_pain", "pain"], "positive_label": "pain", "fps_for_images": 30.0,
-        "track": {"detector": "mtcnn", "max_side": 480, "search_every": 5},
+        "track": dict(track or {"detector": "mtcnn", "max_side": 480, "search_every": 5}),
         "crop": {"size": 224, "jpeg_quality": 95},
         "tracker_weights": dict(tracker_weights or {}),
         "backbone": {"name": backbone, "layer": layer, "cfg": {"sha256": weights_sha},

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--baseline-video", help="video-level models: a baseline recording of "
                     "the same patient (e.g. at rest); default: the recording itself")
     pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--two-pass", action="store_true", help="track first, then decode again "
+                    "to score (default: one decode pass, scoring while tracking on a second "
+                    "thread; docs/tracking.md)")
     pr.add_argument("--threads", type=int, help="torch CPU threads (default: OMP_NUM_THREADS "
                     "or all cores)")
     pr.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                   device=args.device, precision=args.precision,
                                   weights_dir=args.weights_dir, annotate=args.annotate,
                                   threads=args.threads, window_seconds=args.window_seconds,
-                                  baseline_video=args.baseline_video)
+                                  baseline_video=args.baseline_video,
+                                  single_pass=not args.two_pass)
             if args.epochs:
                 from .predict import read_epochs
 

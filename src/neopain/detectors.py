@@ -10,9 +10,13 @@ really ran.  Nothing is ever downloaded.
 
 Backends (``track.detector`` in config.yaml, registry :data:`DETECTORS`):
 
+``blazeface`` (default)
+    MediaPipe's BlazeFace, short range (ROI views) and full range sparse (whole
+    frames), from the pinned mediapipe wheel, run by ``ai-edge-litert`` in this
+    environment and decoded as MediaPipe's graphs do: :mod:`neopain.blazeface`.
 ``mtcnn``
     facenet-pytorch MTCNN, weights ``pnet.pt``/``rnet.pt``/``onet.pt`` inside the
-    wheel (offline default).  Batched on CUDA when present.
+    wheel.  Batched on CUDA when present.
 ``insightface``
     SCRFD (insightface's detector, ONNX) run with onnxruntime: decoded here
     (strides 8/16/32, two anchors per cell, distance-to-box and -keypoint
@@ -32,7 +36,8 @@ runs the MediaPipe 468-point face mesh on an upright 192x192 crop of each detect
 wheel (:mod:`neopain.mpmodels`) run by ``ai-edge-litert`` (``backend: litert``), or
 the same network as ``FaceMesh.onnx`` run by onnxruntime (``backend: onnx``).  It sets
 ``dense`` (x, y), ``depth`` (z, same pixel scale) and ``mesh_score``; with
-``replace_five`` the five points become mesh-derived ones.
+``replace_five`` the five points become mesh-derived ones, with ``mouth_from_mesh``
+only the mouth corners (set for BlazeFace, which has none of its own).
 """
 
 from __future__ import annotations
@@ -551,7 +556,8 @@ class FaceMeshRefiner:
 
     def __init__(self, model_dir: str | os.PathLike | None = None, sha256: str | None = None,
                  replace_five: bool = True, device: str | None = None,
-                 threads: int | None = None, backend: str = "onnx"):
+                 threads: int | None = None, backend: str = "onnx",
+                 mouth_from_mesh: bool = False):
         if backend not in self.FILES:
             raise ValueError(f"track.facemesh.backend must be one of {sorted(self.FILES)}, "
                              f"got {backend!r}")
@@ -576,6 +582,7 @@ class FaceMeshRefiner:
         self._digest = digest
         self.backend = backend
         self.replace_five = bool(replace_five)
+        self.mouth_from_mesh = bool(mouth_from_mesh)
         self._net = (_LiteRTMesh(self.path, threads) if backend == "litert"
                      else _OnnxMesh(self.path, device, threads))
 
@@ -583,7 +590,8 @@ class FaceMeshRefiner:
         return {"name": self.name, "package": self._net.package,
                 "version": _version(self._net.package),
                 "weights": {self.path.name: self._digest}, "device": self._net.device,
-                "params": {"replace_five": self.replace_five, "backend": self.backend}}
+                "params": {"replace_five": self.replace_five, "backend": self.backend,
+                           "mouth_from_mesh": self.mouth_from_mesh}}
 
     def refine(self, rgb: np.ndarray, det: Detection) -> Detection:
         lm = np.asarray(det.landmarks, dtype=np.float64).reshape(5, 2)
@@ -603,7 +611,11 @@ class FaceMeshRefiner:
         Ainv = cv2.invertAffineTransform(A)
         mesh = pts @ Ainv[:, :2].T + Ainv[:, 2]
         depth = raw[:, 2].astype(np.float64) / k  # crop pixels -> frame pixels
-        five = mesh_to_five(mesh) if self.replace_five else lm
+        five = lm
+        if self.replace_five:
+            five = mesh_to_five(mesh)
+        elif self.mouth_from_mesh:  # the detector's mouth corners were approximations
+            five = np.concatenate([lm[:3], mesh_to_five(mesh)[3:]])
         score = None if logit is None else float(1.0 / (1.0 + math.exp(-logit)))
         return replace(det, landmarks=five, dense=mesh, depth=depth, mesh_score=score)
 
@@ -718,7 +730,15 @@ class MediapipeDetector:
 # ---------------------------------------------------------------------------- registry
 
 
-DETECTORS: dict[str, type] = {
+def _blazeface(**params: Any):
+    """:class:`neopain.blazeface.BlazeFaceDetector` (imported here: it imports this module)."""
+    from .blazeface import BlazeFaceDetector
+
+    return BlazeFaceDetector(**params)
+
+
+DETECTORS: dict[str, Any] = {
+    "blazeface": _blazeface,
     "mtcnn": MTCNNDetector,
     "insightface": SCRFDDetector,
     "mediapipe": MediapipeDetector,

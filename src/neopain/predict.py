@@ -8,12 +8,15 @@ pipeline's own code:
    decoded stream -- every frame, or every ``every``-th (the tracker then sees the
    subsampled stream: faster; its One-Euro smoothing only joins consecutive frames, so
    it is off for ``every > 1``); ``max_frames`` stops decoding after that many frames;
-2. a second streamed pass aligns each tracked face (:func:`neopain.crop.align`),
-   JPEG-encodes it at the study's quality (the network saw JPEG crops in training), and
-   runs batches of ``batch_size`` through the backbone (``neopain.extract``: the same
-   decode and :class:`~neopain.extract.Runner`); features are cast to the study's
-   feature dtype, then selected, scaled, classified and calibrated
-   (:class:`neopain.export.ExportedModel`);
+2. each tracked face is aligned (:func:`neopain.crop.align`), JPEG-encoded at the
+   study's quality (the network saw JPEG crops in training) and run in batches of
+   ``batch_size`` through the backbone (``neopain.extract``: the same decode and
+   :class:`~neopain.extract.Runner`); features are cast to the study's feature dtype,
+   then selected, scaled, classified and calibrated
+   (:class:`neopain.export.ExportedModel`).  Steps 1 and 2 share ONE decode pass
+   (:mod:`neopain.stream`, ``single_pass``, default): faces are scored while the video
+   is tracked, with the tracker's smoothed landmarks (a bounded ``lookahead``), on a
+   second thread; ``single_pass: false`` tracks first and decodes again to score;
 3. per frame: ``ok`` (a face was tracked and scored), ``reason`` (the tracker's:
    ``no_face``, ``occluded``, ...), ``score`` (raw classifier score), ``probability``
    (calibrated probability of pain), ``smoothed`` and ``pred``; frames without a face
@@ -98,6 +101,8 @@ class PredictOptions:
     weights_dir: str | None = None
     annotate: bool = False
     threads: int | None = None        #: torch CPU threads (None: OMP_NUM_THREADS if set)
+    single_pass: bool = True          #: track and score in one decode pass (neopain.stream)
+    lookahead: int = 60               #: single pass: frames of smoother lookahead
 
     def __post_init__(self):
         if int(self.every) < 1:
@@ -111,6 +116,8 @@ class PredictOptions:
             raise ValueError(f"baseline video {self.baseline_video}: not found")
         if not 0.0 <= self.min_coverage <= 1.0:
             raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage}")
+        if int(self.lookahead) < 1:
+            raise ValueError(f"lookahead must be >= 1, got {self.lookahead}")
 
 
 FRAME_COLUMNS = ["video_id", "frame", "timestamp", "ok", "reason", "score", "probability",
@@ -342,30 +349,11 @@ class Predictor:
         dict, "track": pa.Table}``. A source that cannot be opened at all raises
         :class:`~neopain.video.VideoError`; one that fails part-way is returned with
         ``summary["status"] == "error"`` and the frames decoded before the problem."""
-        from .track import track_video
-
         path = Path(path)
         video_id = video_id or path.stem
         t0 = time.perf_counter()
-        frames_iter = self._frames(path)        # raises now for a missing path
-        table, qc = track_video(path, self.detector, params=self.track_params,
-                                refiner=self.refiner, fps_for_images=self.fps_for_images,
-                                on_error="record", frames=frames_iter)
-        t_track = time.perf_counter() - t0
-        if qc["status"] == "error" and qc["n_frames"] == 0:
-            raise VideoError(path, qc["error"].split(": ", 1)[-1] if qc["error"] else
-                             "no frame could be decoded")
-        tr = table.select(["frame", "timestamp", "ok", "reason", "landmarks", "x1", "y1",
-                           "x2", "y2"]).to_pydict()
+        table, qc, tr, score, feat_ok, n_scored, timing = self._track_and_score(path)
         n = len(tr["frame"])
-        score = np.full(n, np.nan)
-        feat_ok = np.zeros(n, dtype=bool)
-        t1 = time.perf_counter()
-        if self.video is not None:
-            self._F = np.full((n, int(self.model.info["backbone"]["feature_dim"])), np.nan,
-                              np.float32)
-        n_scored = self._score_frames(path, tr, score, feat_ok)
-        t_feat = time.perf_counter() - t1
         ok = np.asarray(tr["ok"], bool) & feat_ok
         # tracked but not scored: non-finite features, or the source changed under us
         reason = [r if (o or r != "ok") else "not_scored" for r, o in zip(tr["reason"], ok)]
@@ -418,7 +406,9 @@ class Predictor:
                            f"{self.opt.min_coverage:g}"),
             "level": self.model.level,
             "baseline": base,
-            "timing_s": {"track": t_track, "features_classify": t_feat, "total": elapsed},
+            "timing_s": {**{k: v for k, v in timing.items() if k != "single_pass"},
+                         "total": elapsed},
+            "single_pass": timing["single_pass"],
             "frames_per_s": n / elapsed if elapsed > 0 else float("nan"),
             "n_scored": n_scored,
             "pspi_peak": (float(np.nanmax(frames["pspi"])) if frames["pspi"].notna().any()
@@ -464,24 +454,99 @@ class Predictor:
 
     def baseline_features(self, path) -> np.ndarray:
         """Features of a baseline recording's tracked frames (video-level models)."""
-        from .track import track_video
-
         path = Path(path)
-        table, qc = track_video(path, self.detector, params=self.track_params,
-                                refiner=self.refiner, fps_for_images=self.fps_for_images,
-                                on_error="record", frames=self._frames(path))
-        tr = table.select(["frame", "timestamp", "ok", "landmarks"]).to_pydict()
-        n = len(tr["frame"])
-        self._F = np.full((n, int(self.model.info["backbone"]["feature_dim"])), np.nan,
-                          np.float32)
-        feat_ok = np.zeros(n, dtype=bool)
-        self._score_frames(path, tr, np.full(n, np.nan), feat_ok)
+        _, qc, tr, _, feat_ok, _, _ = self._track_and_score(path, keep_features=True)
         F, self._F = self._F[np.asarray(tr["ok"], bool) & feat_ok], None
         if not len(F):
             raise PredictionError(f"baseline video {path}: no frame with a tracked face "
                                   f"({qc.get('error') or 'no face'}); cannot take a baseline")
         log.info("baseline from %s: %d frames with a face", path, len(F))
         return F
+
+    def _track_and_score(self, path: Path, keep_features: bool = False):
+        """Track ``path`` and score its tracked faces: ``(table, qc, tr, score, feat_ok,
+        n_scored, timing)`` (``tr``: the table's columns as lists; video level and
+        ``keep_features``: the features in ``self._F``).  One decode pass unless
+        ``single_pass`` is off."""
+        from functools import partial
+
+        from .track import track_video
+
+        frames_iter = self._frames(path)        # raises now for a missing path
+        track = partial(track_video, path, self.detector, params=self.track_params,
+                        refiner=self.refiner, fps_for_images=self.fps_for_images,
+                        on_error="record")
+        keep = keep_features or self.video is not None
+        dim = int(self.model.info["backbone"]["feature_dim"]) if keep else 0
+        t0 = time.perf_counter()
+        if self.opt.single_pass:
+            from .stream import track_and_score
+
+            got: dict[int, tuple[float, bool, np.ndarray | None]] = {}
+
+            def score_batch(batch: np.ndarray, positions: list[int]) -> None:
+                F, s, fin = self._score_batch(batch, scale=not keep)
+                for j, p in enumerate(positions):
+                    got[p] = (s[j], bool(fin[j]), F[j] if keep else None)
+
+            (table, qc), st = track_and_score(
+                frames_iter, track, self._network_input, score_batch, self.track_params,
+                batch_size=self.opt.batch_size, lookahead=int(self.opt.lookahead))
+        else:
+            table, qc = track(frames=frames_iter)
+        t_track = time.perf_counter() - t0
+        if qc["status"] == "error" and qc["n_frames"] == 0:
+            raise VideoError(path, qc["error"].split(": ", 1)[-1] if qc["error"] else
+                             "no frame could be decoded")
+        tr = table.select(["frame", "timestamp", "ok", "reason", "landmarks", "x1", "y1",
+                           "x2", "y2"]).to_pydict()
+        n = len(tr["frame"])
+        score = np.full(n, np.nan)
+        feat_ok = np.zeros(n, dtype=bool)
+        if keep:
+            self._F = np.full((n, dim), np.nan, np.float32)
+        t1 = time.perf_counter()
+        if self.opt.single_pass:
+            for p, (s, fin, f) in got.items():
+                score[p], feat_ok[p] = s, fin
+                if keep:
+                    self._F[p] = f
+            n_scored = st["n_scored"]
+            dev = max((float(np.abs(lm.ravel() - np.asarray(tr["landmarks"][p])).max())
+                       for p, lm in st["landmarks"].items()), default=0.0)
+            info = {"lookahead": int(self.opt.lookahead), "max_buffered_frames":
+                    st["max_buffered"], "landmark_max_dev_px": dev,
+                    "batches_scored_by_tracking_thread": st["batches_by_tracker"]}
+            if dev > 0.01:
+                log.warning("%s: streamed landmarks differ from the track table's by up to "
+                            "%.3g px (lookahead %d)", path, dev, self.opt.lookahead)
+            timing = {"track_and_score": t_track, "single_pass": info}
+        else:
+            n_scored = self._score_frames(path, tr, score, feat_ok)
+            timing = {"track": t_track, "features_classify": time.perf_counter() - t1,
+                      "single_pass": None}
+        return table, qc, tr, score, feat_ok, n_scored, timing
+
+    def _network_input(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """One face's network input: aligned crop, JPEG round trip at the study's quality."""
+        from .crop import align, encode_jpeg
+        from .extract import decode_batch
+
+        crop, _ = align(image, np.asarray(landmarks, np.float64).reshape(5, 2),
+                        self.crop_size)
+        return decode_batch([encode_jpeg(crop, self.jpeg_quality)], self.input_size,
+                            self.reduce)[0]
+
+    def _score_batch(self, batch: np.ndarray, scale: bool = True):
+        """``(features, scores, finite)`` of a batch of network inputs (scores NaN for
+        video-level models or ``scale`` off: scored after the pass)."""
+        feats = self.runner(batch)[self.layer]
+        F = feats.float().cpu().numpy().astype(self.dtype).astype(np.float32)
+        fin = np.isfinite(F).all(axis=1)
+        s = np.full(len(F), np.nan)
+        if scale and self.video is None and fin.any():
+            s[fin] = self.model.score(F[fin])
+        return F, s, fin
 
     def _score_frames(self, path: Path, tr: dict, score: np.ndarray,
                       feat_ok: np.ndarray) -> int:
@@ -503,15 +568,10 @@ class Predictor:
             if not jpegs:
                 return
             batch = decode_batch(jpegs, self.input_size, self.reduce)
-            feats = self.runner(batch)[self.layer]
-            F = feats.float().cpu().numpy().astype(self.dtype).astype(np.float32)
-            fin = np.isfinite(F).all(axis=1)
-            s = np.full(len(F), np.nan)
+            F, s, fin = self._score_batch(batch, scale=self._F is None)
             idx = np.asarray(where)
             if self._F is not None:            # video level: scored after the pass
                 self._F[idx] = F
-            elif fin.any():
-                s[fin] = self.model.score(F[fin])
             score[idx] = s
             feat_ok[idx] = fin
             done += len(jpegs)

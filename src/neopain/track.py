@@ -1,7 +1,9 @@
 """Rotation-robust, single-subject face tracking (the ``track`` stage).
 
-The detector backends live in :mod:`neopain.detectors` (``mtcnn``, ``insightface``,
-``mediapipe``); they find roughly upright faces.  This module makes them work on
+The detector backends live in :mod:`neopain.detectors` (``blazeface``, the default,
+``mtcnn``, ``insightface``, ``mediapipe``); they find roughly upright faces.  A backend
+with a ``detect_roi`` method (BlazeFace: its short-range model) gets the ROI views
+through it, the whole-frame views through ``detect``.  This module makes them work on
 infants lying at any in-plane rotation and follows ONE subject through a stream of
 frames (never loading a whole video).
 
@@ -42,9 +44,16 @@ Per frame
        the accepted face's roll (estimated from its landmarks); it orders the next
        search and sets the full views.
 
+Face-mesh check: with the mesh refiner, a face is accepted only when the mesh's
+face-presence probability reaches ``min_mesh_score`` (None: the backend's
+``mesh_score_default`` -- BlazeFace 0.5, MediaPipe Face Mesh's default
+``min_tracking_confidence``; 0, off, for the others); below it the frame is
+``occluded`` (a subject is tracked) or ``low_score``.  BlazeFace fires on drawn faces
+(the cartoon of ``no_face.mp4``) on which the mesh scores < 0.5.
+
 Score thresholds ``min_score`` / ``acquire_score`` left unset (None) take the
-backend's calibrated ``score_defaults`` (MTCNN 0.9 / 0.95, SCRFD and MediaPipe 0.5 /
-0.6).
+backend's calibrated ``score_defaults`` (MTCNN 0.9 / 0.95, BlazeFace, SCRFD and
+MediaPipe 0.5 / 0.6).
 
 Columns added to the original ones: ``orientation`` (int16, the clockwise rotation
 of the frame in which the face is upright, multiple of 90), ``roll`` (float32,
@@ -121,6 +130,7 @@ __all__ = [
 REASONS = ("ok", "no_face", "low_score", "jump", "occluded")
 MODES = ("search", "roi", "full", "skip")
 DEFAULT_REACQUIRE_AFTER = 15
+DEFAULT_DETECTOR = "blazeface"
 ORIENTATIONS = (0, 90, 180, 270)
 
 TRACK_SCHEMA = pa.schema(
@@ -170,6 +180,9 @@ class TrackParams:
     smooth_beta: float = 2.0  #: per (face size / s)
     cut_threshold: float = 0.08  #: scene cut: mean |diff| of 32x18 grey thumbnails; 0 = off
     verify: bool = True  #: confirm a new track by an upright ROI detection on the same frame
+    #: face-mesh face-presence probability a face needs (None: the backend's
+    #: ``mesh_score_default``, BlazeFace 0.5, others 0 = off)
+    min_mesh_score: float | None = None
 
     def __post_init__(self):
         if self.reacquire_after < 1:
@@ -191,8 +204,11 @@ class TrackParams:
     def for_detector(self, detector) -> "TrackParams":
         """Fill unset score thresholds with the backend's calibrated defaults."""
         lo, hi = getattr(detector, "score_defaults", (0.9, 0.95))
+        mesh = getattr(detector, "mesh_score_default", 0.0)
         return replace(self, min_score=lo if self.min_score is None else self.min_score,
-                       acquire_score=hi if self.acquire_score is None else self.acquire_score)
+                       acquire_score=hi if self.acquire_score is None else self.acquire_score,
+                       min_mesh_score=mesh if self.min_mesh_score is None
+                       else self.min_mesh_score)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -378,18 +394,26 @@ def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
     return 1.0 / (1.0 + tau / dt)
 
 
+def _one_euro_step(x: np.ndarray, prev: np.ndarray, dx_hat: np.ndarray, dt: float,
+                   scale: float, min_cutoff: float, beta: float, d_cutoff: float = 1.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the One-Euro filter: ``(output, dx_hat)`` (``dt``: signed time step)."""
+    dt = max(abs(dt), 1e-3)
+    dx = (x - prev) / dt / max(scale, 1e-6)  # face sizes per second
+    a_d = _alpha(d_cutoff, dt)
+    dx_hat = a_d * dx + (1 - a_d) * dx_hat
+    a = _alpha(min_cutoff + beta * np.abs(dx_hat), dt)
+    return a * x + (1 - a) * prev, dx_hat
+
+
 def _one_euro_pass(x: np.ndarray, t: np.ndarray, scale: np.ndarray, min_cutoff: float,
                    beta: float, d_cutoff: float = 1.0) -> np.ndarray:
     out = np.empty_like(x)
     out[0] = x[0]
     dx_hat = np.zeros_like(x[0])
     for i in range(1, len(x)):
-        dt = max(abs(t[i] - t[i - 1]), 1e-3)
-        dx = (x[i] - out[i - 1]) / dt / max(scale[i], 1e-6)  # face sizes per second
-        a_d = _alpha(d_cutoff, dt)
-        dx_hat = a_d * dx + (1 - a_d) * dx_hat
-        a = _alpha(min_cutoff + beta * np.abs(dx_hat), dt)
-        out[i] = a * x[i] + (1 - a) * out[i - 1]
+        out[i], dx_hat = _one_euro_step(x[i], out[i - 1], dx_hat, t[i] - t[i - 1], scale[i],
+                                        min_cutoff, beta, d_cutoff)
     return out
 
 
@@ -479,8 +503,11 @@ class _Tracker:
     def roi(self, views: _Views, prev: Detection) -> list[Detection]:
         self.calls["roi"] += 1
         roll = roll_degrees(prev.landmarks)
-        view = views.roi(prev.centre, prev.size, roll, self.p.roi_size, self.p.roi_scale)
-        return self._detect_views([view])[0]
+        img, A = views.roi(prev.centre, prev.size, roll, self.p.roi_size, self.p.roi_scale)
+        if hasattr(self.det, "detect_roi"):  # a model made for faces filling the view
+            Ainv = cv2.invertAffineTransform(A)
+            return [_map_back(d, Ainv) for d in self.det.detect_roi(img)]
+        return self._detect_views([(img, A)])[0]
 
     # --- one frame -----------------------------------------------------------------
     def _finish(self, frame: Frame, reason: str, chosen: Detection | None, n_faces: int,
@@ -488,6 +515,10 @@ class _Tracker:
         ok = reason == "ok"
         if ok and self.refiner is not None:
             chosen = self.refiner.refine(frame.image, chosen)
+            if chosen.mesh_score is not None and chosen.mesh_score < (self.p.min_mesh_score
+                                                                      or 0.0):
+                # the mesh finds no face there: a face-like pattern, or the face hidden
+                ok, reason = False, ("occluded" if self.active else "low_score")
         if ok:
             self.prev, self.missed = chosen, 0
             self.orientation = orientation_of(roll_degrees(chosen.landmarks))
@@ -557,6 +588,7 @@ def track_video(
     refiner: FaceMeshRefiner | None = None,
     on_error: str = "fail",
     frames: Iterable[Frame] | None = None,
+    on_row: Callable[[dict], None] | None = None,
     **settings: Any,
 ) -> tuple[pa.Table, dict[str, Any]]:
     """Detect and track one subject's face through a source (streamed).
@@ -565,7 +597,11 @@ def track_video(
     (``min_score``, ``max_jump``, ``reacquire_after`` and any other
     :class:`TrackParams` field).  ``refiner`` (e.g. :class:`FaceMeshRefiner`)
     refines the landmarks of every accepted face.  ``frames`` replaces decoding
-    ``path`` (any iterable of :class:`Frame`; tests use rotated copies).
+    ``path`` (any iterable of :class:`Frame`; tests use rotated copies).  ``on_row`` is
+    called with each row (a dict: ``frame``, ``timestamp``, ``ok``, ``reason``, ``det``
+    -- unsmoothed --, ...) as soon as it is decided, in frame order, at most
+    ``search_every`` frames late; a scene cut before the next frame sets
+    ``cut_after`` on it later (:mod:`neopain.stream` scores while tracking).
 
     ``on_error``: what a :class:`VideoError` while decoding does -- ``"fail"``
     re-raises it; ``"record"`` returns the rows of the frames decoded before it
@@ -609,6 +645,8 @@ def track_video(
         nonlocal n
         rows.append(row)
         n += 1
+        if on_row is not None:
+            on_row(row)
         if progress is not None:
             progress(n)
 
@@ -806,7 +844,7 @@ def _to_table(rows: list[dict]) -> pa.Table:
 
 def build_detector(cfg: dict[str, Any], repo_root: str | os.PathLike | None = None):
     """``(detector, refiner)`` from a ``track`` config section (see config.yaml)."""
-    name = cfg.get("detector", "mtcnn")
+    name = cfg.get("detector", DEFAULT_DETECTOR)
     device = cfg.get("device", "auto")
     dev = None if device == "auto" else device
 
@@ -815,7 +853,11 @@ def build_detector(cfg: dict[str, Any], repo_root: str | os.PathLike | None = No
             return x
         return os.path.join(str(repo_root), str(x))
 
-    if name == "mtcnn":
+    if name == "blazeface":
+        sub = dict(cfg.get("blazeface", {}) or {})
+        sub["model_dir"] = _path(sub.get("model_dir"))
+        det = make_detector("blazeface", **sub)
+    elif name == "mtcnn":
         sub = dict(cfg.get("mtcnn", {}) or {})
         det = make_detector("mtcnn", device=dev, max_side=None, **sub)
     elif name == "insightface":
@@ -840,7 +882,8 @@ def build_detector(cfg: dict[str, Any], repo_root: str | os.PathLike | None = No
             backend = "onnx" if only_onnx else "litert"
         refiner = FaceMeshRefiner(model_dir=mdir, sha256=sub.get("sha256"),
                                   device=dev, backend=backend,
-                                  replace_five=bool(sub.get("replace_five", False)))
+                                  replace_five=bool(sub.get("replace_five", False)),
+                                  mouth_from_mesh=name == "blazeface")
     return det, refiner
 
 
