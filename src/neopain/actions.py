@@ -30,8 +30,8 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 import pyarrow as pa
-from sklearn.base import BaseEstimator, TransformerMixin
 
+from .posecontrol import PoseResidualizer, pose_statistics  # noqa: F401 (re-export)
 from .tables import fixed_size_list
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,9 @@ def video_statistics(actions: pa.Table, params: Mapping[str, Any] | None = None
 def feature_tables(video_id: str, actions: pa.Table, keyframes: pa.Table | None,
                    params: Mapping[str, Any] | None = None) -> tuple[pa.Table, pa.Table]:
     """Per-video tables in extract's layout: ``f_frame`` (keyframes with finite
-    descriptors) and ``f_video`` (one row: the statistics; frame = the pspi peak)."""
+    descriptors; ``pose_frame`` their yaw/pitch/roll) and ``f_video`` (one row: the
+    statistics; frame = the pspi peak; ``f_pose`` = ``pose_video`` the pose statistics of
+    :mod:`neopain.posecontrol`, the pose-only table and the pose of the video row)."""
     names = frame_features(params)
     frames = np.asarray(actions.column("frame").to_pylist(), np.int64)
     X = np.column_stack([np.asarray(actions.column(k).to_pylist(), np.float64)
@@ -326,20 +328,27 @@ def feature_tables(video_id: str, actions: pa.Table, keyframes: pa.Table | None,
         kept = set(keyframes.filter(keyframes.column("keep")).column("frame").to_pylist())
         keep &= np.isin(frames, list(kept))
     ts = np.asarray(actions.column("timestamp").to_pylist(), np.float64)
+    P = (np.column_stack([np.asarray(actions.column(k).to_pylist(), np.float64)
+                          for k in POSE]) if len(frames) else np.zeros((0, 3)))
     frame_t = pa.table({
         "video_id": pa.array([video_id] * int(keep.sum()), pa.string()),
         "frame": pa.array(frames[keep], pa.int32()),
         "timestamp": pa.array(ts[keep], pa.float64()),
         "f_frame": fixed_size_list(X[keep].astype(np.float32)),
+        "pose_frame": fixed_size_list(P[keep].astype(np.float32)),
     })
     stats, _ = video_statistics(actions, params)
+    pstats = pose_statistics(P)
     rows = 1 if len(frames) and np.isfinite(stats).all() else 0
     pk = int(np.nanargmax(X[:, -1])) if rows else 0  # the pspi peak
+    pose_v = fixed_size_list(pstats[None].astype(np.float32)[:rows])
     video_t = pa.table({
         "video_id": pa.array([video_id] * rows, pa.string()),
         "frame": pa.array([int(frames[pk])] if rows else [], pa.int32()),
         "timestamp": pa.array([float(ts[pk])] if rows else [], pa.float64()),
         "f_video": fixed_size_list(stats[None].astype(np.float32)[:rows]),
+        # the pose-only table (actions/pose) and the pose of the video rows
+        "f_pose": pose_v, "pose_video": pose_v,
     })
     return frame_t, video_t
 
@@ -348,34 +357,8 @@ def feature_names(layer: str, params: Mapping[str, Any] | None = None) -> list[s
     """Column names of the ``frame`` or ``video`` feature table's ``features``."""
     if layer == "frame":
         return list(frame_features(params))
+    if layer == "pose":
+        from .posecontrol import pose_names
+
+        return pose_names()
     return [f"{k}__{s}" for k in frame_features(params) for s in STATS]
-
-
-class PoseResidualizer(TransformerMixin, BaseEstimator):
-    """Regress head pose out of descriptors (scikit-learn transformer).
-
-    ``X``'s last ``n_pose`` columns are yaw, pitch, roll (degrees); :meth:`fit` solves, on
-    the rows it is given (the training subjects'), the least-squares map from the design
-    ``[1, p, p^2]`` (p = pose / 90) to every other column; :meth:`transform` returns those
-    columns minus the pose-predicted part plus the training mean, without the pose columns.
-    """
-
-    def __init__(self, n_pose: int = 3):
-        self.n_pose = n_pose
-
-    def _design(self, P: np.ndarray) -> np.ndarray:
-        p = np.asarray(P, np.float64) / 90.0
-        return np.column_stack([np.ones(len(p)), p, p * p])
-
-    def fit(self, X, y=None):
-        X = np.asarray(X, np.float64)
-        D, P = X[:, : -self.n_pose], X[:, -self.n_pose:]
-        self.coef_ = np.linalg.lstsq(self._design(P), D, rcond=None)[0]
-        self.mean_ = D.mean(0)
-        return self
-
-    def transform(self, X):
-        X = np.asarray(X, np.float64)
-        D, P = X[:, : -self.n_pose], X[:, -self.n_pose:]
-        return D - self._design(P) @ self.coef_ + self.mean_
-

@@ -2,11 +2,15 @@
 # per tracked frame the canonical-pose NFCS/AU descriptors, head pose, wrinkle texture and a
 # PSPI-like composite (results/actions/{video}.parquet, readable), plus two feature tables
 # that select/classify/evaluate take as one more backbone: actions/frame (keyframes) and
-# actions/video (one row per video: temporal statistics over a per-video baseline).
+# actions/video (one row per video: temporal statistics over a per-video baseline), and
+# actions/pose (head-pose statistics alone: how much pose separates the classes).
 
 ACTIONS = (config.get("actions") or {}).get("enabled", False)
+# head pose regressed out of the actions tables inside every fit (select, classify, nested;
+# neopain.posecontrol); actions/pose = pose statistics alone, the control row
+ACTIONS_POSE_REGRESSION = bool((config.get("actions") or {}).get("pose_regression", False))
 if ACTIONS:
-    LAYER_TARGETS += [("actions", "frame"), ("actions", "video")]
+    LAYER_TARGETS += [("actions", "frame"), ("actions", "video"), ("actions", "pose")]
 
 
 ruleorder: actions > extract
@@ -25,7 +29,7 @@ rule actions:
         video="results/features/actions/_per_video_stats/{video}.parquet",
     params:
         video=video_params,
-        actions=stage("actions"),
+        actions={k: v for k, v in stage("actions").items() if k != "pose_regression"},
     threads: 1
     log:
         "logs/actions/{video}.log",
@@ -39,7 +43,8 @@ rule actions:
 
 
 rule gather_actions_video:
-    """The video-level actions table: one row per video (its temporal statistics)."""
+    """The video-level actions tables, one row per video: temporal statistics (video) and
+    head-pose statistics alone (pose)."""
     input:
         videos=expand("results/features/actions/_per_video_stats/{video}.parquet", video=VIDEOS),
         samples=config["samples"],
@@ -47,7 +52,7 @@ rule gather_actions_video:
         "results/features/{backbone}/{layer}/features.parquet",
     wildcard_constraints:
         backbone="actions",
-        layer="video",
+        layer="video|pose",
     params:
         video_ids=VIDEOS,
         positive_label=config["positive_label"],
