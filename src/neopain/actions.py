@@ -2,9 +2,10 @@
 
 Per tracked frame with a mesh (``dense_landmarks`` + ``dense_depth`` of the track
 table), the mesh is brought to a canonical frontal pose by a 3-D similarity
-Procrustes fit of expression-stable points (forehead, nose bridge, eye corners,
-temples: :data:`REFERENCE`) to a reference face, which removes position, scale,
-roll, yaw and pitch; the fit's rotation gives the head pose.  Descriptors named
+Procrustes fit of expression-stable points (nose ridge, eye corners, side contour:
+:data:`REFERENCE`; not the forehead, whose mesh points move with the brows) to a
+reference face, which removes position, scale, roll, yaw and pitch; the fit's rotation
+gives the head pose.  Descriptors named
 after the NFCS item and action unit they stand for (:data:`DESCRIPTORS`, mesh
 indices in docs/actions.md) are measured in that frame, as distances over the
 inter-ocular distance (IOD, between the eye centres = midpoints of the eye
@@ -40,22 +41,21 @@ log = logging.getLogger(__name__)
 #: on a uniform grey crop, ``face_landmark.tflite`` of mediapipe 0.10.21), made exactly
 #: left/right symmetric; x right (subject's left), y up, z towards the camera (the crop's
 #: axes: the network's mean face is frontal, so yaw = pitch = roll = 0 there), IOD = 1.
+#: Only points that stay put under expressions: the nose ridge below the eyes, the eye
+#: corners and the side contour. The mesh's forehead and glabella points (10, 151, 9, 8,
+#: 168 and the upper contour 109/338 ... 21/251) move with the brows (CK+ neutral -> apex,
+#: in a fit without them: -0.03 to -0.06 IOD in anger and disgust, +0.03 to +0.12 in
+#: surprise), so fitting them would absorb part of the brow movement being measured.
 REFERENCE = {
-    10: (0.0000, 0.5221, 0.1721), 151: (0.0000, 0.3177, 0.2387),
-    9: (0.0000, 0.1070, 0.2968), 8: (0.0000, -0.0119, 0.2990),
-    168: (0.0000, -0.1244, 0.3174), 6: (0.0000, -0.2303, 0.3874),
-    197: (0.0000, -0.3137, 0.4651), 195: (0.0000, -0.3891, 0.5487),
-    5: (0.0000, -0.4668, 0.6314), 4: (0.0000, -0.5603, 0.6740),
+    6: (0.0000, -0.2303, 0.3874), 197: (0.0000, -0.3137, 0.4651),
+    195: (0.0000, -0.3891, 0.5487), 5: (0.0000, -0.4668, 0.6314),
+    4: (0.0000, -0.5603, 0.6740),
     133: (-0.2879, -0.2289, 0.1043), 33: (-0.7121, -0.2218, 0.0361),
     127: (-1.0307, -0.2538, -0.6071), 234: (-1.0174, -0.4484, -0.6437),
-    162: (-1.0303, -0.0469, -0.5021), 21: (-0.9916, 0.1188, -0.3575),
-    54: (-0.9037, 0.2732, -0.2158), 103: (-0.7621, 0.3939, -0.0625),
-    67: (-0.5415, 0.4753, 0.0768), 109: (-0.2962, 0.5135, 0.1561),
+    162: (-1.0303, -0.0469, -0.5021),
     362: (0.2879, -0.2289, 0.1043), 263: (0.7121, -0.2218, 0.0361),
     356: (1.0307, -0.2538, -0.6071), 454: (1.0174, -0.4484, -0.6437),
-    389: (1.0303, -0.0469, -0.5021), 251: (0.9916, 0.1188, -0.3575),
-    284: (0.9037, 0.2732, -0.2158), 332: (0.7621, 0.3939, -0.0625),
-    297: (0.5415, 0.4753, 0.0768), 338: (0.2962, 0.5135, 0.1561),
+    389: (1.0303, -0.0469, -0.5021),
 }
 RIGID = tuple(REFERENCE)
 _REF = np.array([REFERENCE[i] for i in RIGID])
