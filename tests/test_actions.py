@@ -349,8 +349,9 @@ def test_actions_table_from_a_tracked_video_is_deterministic(videos, mtcnn, refi
 @pytest.mark.slow
 def test_actions_tables_flow_through_select_classify_evaluate(tmp_path_factory, shared_data,
                                                               tmp_path, mesh_dir):
-    """actions.enabled in a copy of the tiny clean run: only the actions jobs and their
-    aggregations run; Table 5 gains actions/frame and actions/video rows, Table 7 actions
+    """actions.enabled (+ pose_regression) in a copy of the tiny clean run: only the actions
+    jobs and their aggregations run; Table 5 gains actions/frame, actions/video and the
+    pose-only actions/pose rows, Table 7 actions
     and deep+strain+actions; the tables have the deep table's schema, keyframe rows
     (frame) and one row per video (video)."""
     import shutil
@@ -362,24 +363,41 @@ def test_actions_tables_flow_through_select_classify_evaluate(tmp_path_factory, 
     clean = _tiny.clean_run(tmp_path_factory, shared_data)
     work = tmp_path / "run"
     shutil.copytree(clean, work, symlinks=True)
-    cfg = _tiny.variant_config(work, "actions", actions={"enabled": True})
+    cfg = _tiny.variant_config(work, "actions", actions={"enabled": True,
+                                                         "pose_regression": True})
     planned = _tiny.snakemake(work, "--dry-run", configfile=cfg)
     counts = _tiny.job_counts(planned.stdout + planned.stderr)
-    assert counts == {"actions": 4, "gather_features": 1, "gather_actions_video": 1,
-                      "select": 2, "classify": 2, "evaluate": 1, "fusion": 1,
+    assert counts == {"actions": 4, "gather_features": 1, "gather_actions_video": 2,
+                      "select": 3, "classify": 3, "evaluate": 1, "fusion": 1,
                       "evaluate_fusion": 1, "all": 1,
                       # the nested search takes the new tables, the report its new numbers
                       "nested": 1, "nested_summary": 1, "report_pages": 1}, counts
     _tiny.snakemake(work, configfile=cfg)
     t5 = pq.read_table(work / "results/evaluation/table5.parquet").to_pandas()
-    assert {("actions", "frame"), ("actions", "video")} <= set(zip(t5["backbone"], t5["layer"]))
+    assert {("actions", "frame"), ("actions", "video"), ("actions", "pose")} <= set(
+        zip(t5["backbone"], t5["layer"]))
     deep = pq.read_table(work / "results/features/mobilenet_v2/penultimate/features.parquet")
     frame = pq.read_table(work / "results/features/actions/frame/features.parquet")
     video = pq.read_table(work / "results/features/actions/video/features.parquet")
-    for t, dim in ((frame, len(A.FRAME_FEATURES)), (video, 5 * len(A.FRAME_FEATURES))):
-        assert t.schema.names == deep.schema.names
+    pose = pq.read_table(work / "results/features/actions/pose/features.parquet")
+    for t, dim, npose in ((frame, len(A.FRAME_FEATURES), 3),
+                          (video, 5 * len(A.FRAME_FEATURES), 12), (pose, 12, 0)):
+        # the deep table's schema, plus the head pose the actions rows carry (not features)
+        assert t.schema.names == deep.schema.names + (["pose"] if npose else [])
         assert t.schema.field("features").type == pa.list_(pa.float32(), dim)
         assert np.isfinite(np.asarray(t.column("features").to_pylist())).all()
+        if npose:
+            assert t.schema.field("pose").type == pa.list_(pa.float32(), npose)
+    np.testing.assert_array_equal(np.asarray(pose.column("features").to_pylist()),
+                                  np.asarray(video.column("pose").to_pylist()))
+    # pose regression ran inside the actions tables' fits only (provenance of the scores)
+    from neopain.provenance import read_provenance
+
+    for layer, want in (("frame", True), ("video", True), ("pose", None)):
+        f = next((work / f"results/scores/actions/{layer}/loso").glob("*.parquet"))
+        assert read_provenance(f)["params"].get("pose_regression") is want, layer
+    f = next((work / "results/scores/mobilenet_v2/penultimate/loso").glob("*.parquet"))
+    assert "pose_regression" not in read_provenance(f)["params"]
     keys = set(zip(deep.column("video_id").to_pylist(), deep.column("frame").to_pylist()))
     got = set(zip(frame.column("video_id").to_pylist(), frame.column("frame").to_pylist()))
     assert got <= keys and len(got) >= 0.9 * len(keys)
