@@ -349,7 +349,7 @@ def test_actions_table_from_a_tracked_video_is_deterministic(videos, mtcnn, refi
 @pytest.mark.slow
 def test_actions_tables_flow_through_select_classify_evaluate(tmp_path_factory, shared_data,
                                                               tmp_path, mesh_dir):
-    """actions.enabled (+ pose_regression) in a copy of the tiny clean run: only the actions
+    """actions.enabled (+ pose_regression, intensity) in a copy of the tiny clean run: the actions
     jobs and their aggregations run; Table 5 gains actions/frame, actions/video and the
     pose-only actions/pose rows, Table 7 actions
     and deep+strain+actions; the tables have the deep table's schema, keyframe rows
@@ -363,12 +363,13 @@ def test_actions_tables_flow_through_select_classify_evaluate(tmp_path_factory, 
     clean = _tiny.clean_run(tmp_path_factory, shared_data)
     work = tmp_path / "run"
     shutil.copytree(clean, work, symlinks=True)
-    cfg = _tiny.variant_config(work, "actions", actions={"enabled": True,
-                                                         "pose_regression": True})
+    cfg = _tiny.variant_config(work, "actions", actions={
+        "enabled": True, "pose_regression": True, "intensity": {"enabled": True}})
     planned = _tiny.snakemake(work, "--dry-run", configfile=cfg)
     counts = _tiny.job_counts(planned.stdout + planned.stderr)
     assert counts == {"actions": 4, "gather_features": 1, "gather_actions_video": 2,
                       "select": 3, "classify": 3, "evaluate": 1, "fusion": 1,
+                      "actions_intensity": 1,
                       "evaluate_fusion": 1, "all": 1,
                       # the nested search takes the new tables, the report its new numbers
                       "nested": 1, "nested_summary": 1, "report_pages": 1}, counts
@@ -398,6 +399,10 @@ def test_actions_tables_flow_through_select_classify_evaluate(tmp_path_factory, 
         assert read_provenance(f)["params"].get("pose_regression") is want, layer
     f = next((work / "results/scores/mobilenet_v2/penultimate/loso").glob("*.parquet"))
     assert "pose_regression" not in read_provenance(f)["params"]
+    # the out-of-fold intensity model scored every keyframe of the actions table
+    inten = pq.read_table(work / "results/actions/intensity/loso.parquet").to_pandas()
+    assert len(inten) == frame.num_rows and inten["intensity"].between(0, 1).all()
+    assert "frame AUC" in (work / "results/actions/intensity/loso.md").read_text()
     keys = set(zip(deep.column("video_id").to_pylist(), deep.column("frame").to_pylist()))
     got = set(zip(frame.column("video_id").to_pylist(), frame.column("frame").to_pylist()))
     assert got <= keys and len(got) >= 0.9 * len(keys)

@@ -9,8 +9,13 @@ ACTIONS = (config.get("actions") or {}).get("enabled", False)
 # head pose regressed out of the actions tables inside every fit (select, classify, nested;
 # neopain.posecontrol); actions/pose = pose statistics alone, the control row
 ACTIONS_POSE_REGRESSION = bool((config.get("actions") or {}).get("pose_regression", False))
+# the out-of-fold per-frame intensity model (neopain.intensity), per protocol
+ACTIONS_INTENSITY = dict((config.get("actions") or {}).get("intensity") or {})
+ACTIONS_TARGETS = []
 if ACTIONS:
     LAYER_TARGETS += [("actions", "frame"), ("actions", "video"), ("actions", "pose")]
+    if ACTIONS_INTENSITY.get("enabled", False):
+        ACTIONS_TARGETS = expand("results/actions/intensity/{protocol}.md", protocol=PROTOCOLS)
 
 
 ruleorder: actions > extract
@@ -29,7 +34,8 @@ rule actions:
         video="results/features/actions/_per_video_stats/{video}.parquet",
     params:
         video=video_params,
-        actions={k: v for k, v in stage("actions").items() if k != "pose_regression"},
+        actions={k: v for k, v in stage("actions").items()
+                 if k not in ("pose_regression", "intensity")},
     threads: 1
     log:
         "logs/actions/{video}.log",
@@ -64,3 +70,28 @@ rule gather_actions_video:
         "../../envs/core.yaml"
     script:
         "../../scripts/gather_features.py"
+
+
+rule actions_intensity:
+    """Per-frame pain intensity: logistic regression on the actions/frame features, fitted
+    per fold on the training subjects' frames, scoring the held-out subjects' frames."""
+    input:
+        features="results/features/actions/frame/features.parquet",
+        split="results/splits/{protocol}.parquet",
+    output:
+        frames="results/actions/intensity/{protocol}.parquet",
+        coefficients="results/actions/intensity/{protocol}_coefficients.parquet",
+        summary="results/actions/intensity/{protocol}_summary.parquet",
+        md="results/actions/intensity/{protocol}.md",
+    params:
+        C=ACTIONS_INTENSITY.get("C", 1.0),
+        pose_regression=ACTIONS_POSE_REGRESSION,
+        actions={k: v for k, v in stage("actions").items()
+                 if k not in ("pose_regression", "intensity")},
+    threads: 1
+    log:
+        "logs/actions_intensity/{protocol}.log",
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/actions_intensity.py"
