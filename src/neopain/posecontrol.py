@@ -18,8 +18,12 @@ The actions feature tables carry the pose in a ``pose`` column beside ``features
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+
+log = logging.getLogger(__name__)
 
 #: per-video statistics of each angle (the pose-only table; pose of video rows)
 POSE_STATS = ("mean", "std", "p10", "p90")
@@ -74,7 +78,12 @@ class PoseResidualizer(TransformerMixin, BaseEstimator):
         ok = np.isfinite(P).all(1) & np.isfinite(D).all(1)
         if not ok.any():
             raise ValueError("pose regression: no training row with finite pose and features")
-        self.coef_ = np.linalg.lstsq(self._design(P[ok]), D[ok], rcond=None)[0]
+        design = self._design(P[ok])
+        if ok.sum() <= design.shape[1]:
+            log.warning("pose regression on %d training rows with %d pose terms: pose explains "
+                        "them exactly, the features become constant (too few training rows)",
+                        ok.sum(), design.shape[1])
+        self.coef_ = np.linalg.lstsq(design, D[ok], rcond=None)[0]
         self.mean_ = D[ok].mean(0)
         self.n_fit_ = int(ok.sum())
         return self

@@ -73,6 +73,7 @@ rule export:
                 "evaluate",
                 "export",
                 "nested",
+                "actions",  # an actions configuration: its parameters, pose regression
             )
         },
         nested_tables=NESTED_TABLES,
