@@ -103,8 +103,8 @@ def summary_markdown(summary: pd.DataFrame, coefficients: pd.DataFrame, top: int
     if len(coefficients):
         feats = [c for c in coefficients.columns
                  if c not in ("protocol", "fold", "n_train_frames")]
-        mean = coefficients[feats].mean().reindex(
-            coefficients[feats].abs().mean().sort_values(ascending=False).index)[:top]
+        m = coefficients[feats].mean()
+        mean = m.reindex(m.abs().sort_values(ascending=False, kind="stable").index)[:top]
         lines += ["", "Largest mean standardised coefficients over folds (+: towards pain): "
                   + ", ".join(f"`{k}` {v:+.2f}" for k, v in mean.items())]
     return "\n".join(lines) + "\n"
