@@ -247,9 +247,9 @@ def nested_cv(views: dict[tuple, View], cands: list[Candidate], split: pd.DataFr
     video scores of every candidate), ``choices`` (per outer fold: the chosen
     configuration and its inner AUC) and ``predictions`` (the nested estimate's
     per-video scores). ``pose_regression``: views with head pose (actions tables) have it
-    regressed out inside every fit, on that fit's training rows. Runs with one BLAS thread: thousands of small fits, for which
-    BLAS threads cost more than they save (measured 3 ms vs microseconds per L-BFGS
-    step on a busy 2-core machine)."""
+    regressed out inside every fit, on that fit's training rows. Runs with one BLAS
+    thread: thousands of small fits, for which BLAS threads cost more than they save
+    (measured 3 ms vs microseconds per L-BFGS step on a busy 2-core machine)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
