@@ -122,3 +122,26 @@ def test_statistics_tables_are_not_exportable():
         check_exportable("actions", "video")
     with pytest.raises(ValueError, match="names no 'weights:face_landmark.tflite'"):
         actions_pipeline({"labels": ["a", "b"], "positive_label": "b"}, "frame", {}, "tbl")
+
+
+def test_timeline_plot_draws_the_pspi_line_when_there_is_one(tmp_path):
+    """The PSPI-like intensity is a purple line (tab:purple) on its own axis; a timeline
+    without a mesh has none."""
+    import cv2
+
+    from neopain.predict import plot_timeline
+
+    t = np.arange(60) / 30.0
+    frames = pd.DataFrame({"timestamp": t, "ok": True, "probability": 0.3, "smoothed": 0.3,
+                           "pspi": np.nan})
+    epochs = pd.DataFrame({"start": [0.0], "end": [2.0], "decision": [0]})
+    purple = np.array([189, 103, 148])  # tab:purple #9467bd as BGR
+
+    def n_purple(path):
+        img = cv2.imread(str(path)).astype(int)
+        return int((np.abs(img - purple).sum(axis=2) < 40).sum())
+
+    plot_timeline(frames, epochs, 0.5, tmp_path / "none.png", "no mesh")
+    plot_timeline(frames.assign(pspi=np.sin(t) ** 2), epochs, 0.5, tmp_path / "pspi.png", "m")
+    assert n_purple(tmp_path / "none.png") == 0
+    assert n_purple(tmp_path / "pspi.png") > 200
