@@ -39,5 +39,6 @@ rule all:
         EXPORT_TARGETS,  # [] unless export.enabled / predict.model+videos (export.smk)
         TABLE7,  # [] unless strain.enabled (workflow/rules/fusion.smk)
         NESTED_TARGETS,  # [] unless nested.enabled (workflow/rules/nested.smk)
+        ACTIONS_TARGETS,  # [] unless actions.intensity.enabled (workflow/rules/actions.smk)
         REPORT_TARGETS,  # landing text and HTML result pages (workflow/rules/report.smk)
     default_target: True

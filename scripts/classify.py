@@ -17,12 +17,18 @@ def main(sm):
     split = pq.read_table(sm.input.split).to_pandas()
     rankings = pq.read_table(sm.input.selection).to_pandas()
     search = dict(p.search or {})
+    pose = None
+    if p.pose_regression:  # the actions tables' head pose, regressed out per fold
+        from neopain.posecontrol import table_pose
+
+        pose = table_pose(table, p.baseline)
     scores = score_folds(X, meta, split, rankings, list(p.k), dict(p.classifiers), p.seed,
-                         preset=p.preset, search=search)
+                         preset=p.preset, search=search, pose=pose)
     ups = [provenance.read_provenance(f) for f in
            (sm.input.features, sm.input.split, sm.input.selection)]
     cfg = {"k": list(p.k), "classifiers": dict(p.classifiers), "seed": p.seed,
-           "preset": p.preset, "search": search, "baseline": p.baseline}
+           "preset": p.preset, "search": search, "baseline": p.baseline,
+           **({"pose_regression": True} if p.pose_regression else {})}
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
     out = pa.Table.from_pandas(scores, SCORE_SCHEMA, preserve_index=False)
     provenance.write_table(out, sm.output[0], prov)

@@ -19,7 +19,7 @@ def main(sm):
     p, spec = sm.params, dict(sm.params.spec)
     tables = {}
     for (b, layer), f in zip(p.tables, sm.input.features):
-        tables[(b, layer)] = read_features(f)
+        tables[(b, layer)] = read_features(f, pose=bool(p.pose_regression))
     tables, dropped = common_videos(tables)
     if dropped:
         log.warning("videos missing from some feature tables, left out: %s", dropped)
@@ -32,7 +32,10 @@ def main(sm):
     cands = candidates(views, list(spec["selection"]), dict(spec["models"]))
     split = pq.read_table(sm.input.split).to_pandas()
     kw = {"inner_splits": spec["inner_splits"], "seed": p.seed,
-          "ensembles": list(spec["ensembles"])}
+          "ensembles": list(spec["ensembles"]), "pose_regression": bool(p.pose_regression)}
+    if p.pose_regression:
+        log.info("head pose regressed out inside every fit of: %s",
+                 [k for k, t in tables.items() if t[2] is not None])
     t0 = time.perf_counter()
     res = nested_cv(views, cands, split, **kw)
     log.info("%d candidates x %d outer folds in %.1f s", len(cands),
@@ -43,7 +46,8 @@ def main(sm):
     else:
         res["permuted"] = res["predictions"].iloc[:0]
     ups = [provenance.read_provenance(f) for f in [*sm.input.features, sm.input.split]]
-    cfg = {"spec": spec, "tables": [list(t) for t in p.tables], "seed": p.seed}
+    cfg = {"spec": spec, "tables": [list(t) for t in p.tables], "seed": p.seed,
+           **({"pose_regression": True} if p.pose_regression else {})}
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
     for name in ("scores", "choices", "predictions", "permuted"):
         provenance.write_table(pa.Table.from_pandas(res[name], preserve_index=False),

@@ -16,11 +16,12 @@ def main(sm):
         params.setdefault("n_jobs", sm.threads)  # threads only split work: same scores
     prefilter = dict(p.prefilter or {"method": "none"})
     out = rank_folds(table, split, sm.wildcards.selector, params, p.max_k, prefilter,
-                     p.baseline)
+                     p.baseline, pose_regression=bool(p.pose_regression))
     ups = [provenance.read_provenance(sm.input.features),
            provenance.read_provenance(sm.input.split)]
     cfg = {"selector": sm.wildcards.selector, **dict(p.selector), "max_k": p.max_k,
-           "prefilter": prefilter, "baseline": p.baseline}
+           "prefilter": prefilter, "baseline": p.baseline,
+           **({"pose_regression": True} if p.pose_regression else {})}
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
     provenance.write_table(out, sm.output[0], prov)
 

@@ -2,9 +2,10 @@
 
 Per tracked frame with a mesh (``dense_landmarks`` + ``dense_depth`` of the track
 table), the mesh is brought to a canonical frontal pose by a 3-D similarity
-Procrustes fit of expression-stable points (forehead, nose bridge, eye corners,
-temples: :data:`REFERENCE`) to a reference face, which removes position, scale,
-roll, yaw and pitch; the fit's rotation gives the head pose.  Descriptors named
+Procrustes fit of expression-stable points (nose ridge, eye corners, side contour:
+:data:`REFERENCE`; not the forehead, whose mesh points move with the brows) to a
+reference face, which removes position, scale, roll, yaw and pitch; the fit's rotation
+gives the head pose.  Descriptors named
 after the NFCS item and action unit they stand for (:data:`DESCRIPTORS`, mesh
 indices in docs/actions.md) are measured in that frame, as distances over the
 inter-ocular distance (IOD, between the eye centres = midpoints of the eye
@@ -30,8 +31,8 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 import pyarrow as pa
-from sklearn.base import BaseEstimator, TransformerMixin
 
+from .posecontrol import PoseResidualizer, pose_statistics  # noqa: F401 (re-export)
 from .tables import fixed_size_list
 
 log = logging.getLogger(__name__)
@@ -40,22 +41,21 @@ log = logging.getLogger(__name__)
 #: on a uniform grey crop, ``face_landmark.tflite`` of mediapipe 0.10.21), made exactly
 #: left/right symmetric; x right (subject's left), y up, z towards the camera (the crop's
 #: axes: the network's mean face is frontal, so yaw = pitch = roll = 0 there), IOD = 1.
+#: Only points that stay put under expressions: the nose ridge below the eyes, the eye
+#: corners and the side contour. The mesh's forehead and glabella points (10, 151, 9, 8,
+#: 168 and the upper contour 109/338 ... 21/251) move with the brows (CK+ neutral -> apex,
+#: in a fit without them: -0.03 to -0.06 IOD in anger and disgust, +0.03 to +0.12 in
+#: surprise), so fitting them would absorb part of the brow movement being measured.
 REFERENCE = {
-    10: (0.0000, 0.5221, 0.1721), 151: (0.0000, 0.3177, 0.2387),
-    9: (0.0000, 0.1070, 0.2968), 8: (0.0000, -0.0119, 0.2990),
-    168: (0.0000, -0.1244, 0.3174), 6: (0.0000, -0.2303, 0.3874),
-    197: (0.0000, -0.3137, 0.4651), 195: (0.0000, -0.3891, 0.5487),
-    5: (0.0000, -0.4668, 0.6314), 4: (0.0000, -0.5603, 0.6740),
+    6: (0.0000, -0.2303, 0.3874), 197: (0.0000, -0.3137, 0.4651),
+    195: (0.0000, -0.3891, 0.5487), 5: (0.0000, -0.4668, 0.6314),
+    4: (0.0000, -0.5603, 0.6740),
     133: (-0.2879, -0.2289, 0.1043), 33: (-0.7121, -0.2218, 0.0361),
     127: (-1.0307, -0.2538, -0.6071), 234: (-1.0174, -0.4484, -0.6437),
-    162: (-1.0303, -0.0469, -0.5021), 21: (-0.9916, 0.1188, -0.3575),
-    54: (-0.9037, 0.2732, -0.2158), 103: (-0.7621, 0.3939, -0.0625),
-    67: (-0.5415, 0.4753, 0.0768), 109: (-0.2962, 0.5135, 0.1561),
+    162: (-1.0303, -0.0469, -0.5021),
     362: (0.2879, -0.2289, 0.1043), 263: (0.7121, -0.2218, 0.0361),
     356: (1.0307, -0.2538, -0.6071), 454: (1.0174, -0.4484, -0.6437),
-    389: (1.0303, -0.0469, -0.5021), 251: (0.9916, 0.1188, -0.3575),
-    284: (0.9037, 0.2732, -0.2158), 332: (0.7621, 0.3939, -0.0625),
-    297: (0.5415, 0.4753, 0.0768), 338: (0.2962, 0.5135, 0.1561),
+    389: (1.0303, -0.0469, -0.5021),
 }
 RIGID = tuple(REFERENCE)
 _REF = np.array([REFERENCE[i] for i in RIGID])
@@ -316,7 +316,9 @@ def video_statistics(actions: pa.Table, params: Mapping[str, Any] | None = None
 def feature_tables(video_id: str, actions: pa.Table, keyframes: pa.Table | None,
                    params: Mapping[str, Any] | None = None) -> tuple[pa.Table, pa.Table]:
     """Per-video tables in extract's layout: ``f_frame`` (keyframes with finite
-    descriptors) and ``f_video`` (one row: the statistics; frame = the pspi peak)."""
+    descriptors; ``pose_frame`` their yaw/pitch/roll) and ``f_video`` (one row: the
+    statistics; frame = the pspi peak; ``f_pose`` = ``pose_video`` the pose statistics of
+    :mod:`neopain.posecontrol`, the pose-only table and the pose of the video row)."""
     names = frame_features(params)
     frames = np.asarray(actions.column("frame").to_pylist(), np.int64)
     X = np.column_stack([np.asarray(actions.column(k).to_pylist(), np.float64)
@@ -326,20 +328,27 @@ def feature_tables(video_id: str, actions: pa.Table, keyframes: pa.Table | None,
         kept = set(keyframes.filter(keyframes.column("keep")).column("frame").to_pylist())
         keep &= np.isin(frames, list(kept))
     ts = np.asarray(actions.column("timestamp").to_pylist(), np.float64)
+    P = (np.column_stack([np.asarray(actions.column(k).to_pylist(), np.float64)
+                          for k in POSE]) if len(frames) else np.zeros((0, 3)))
     frame_t = pa.table({
         "video_id": pa.array([video_id] * int(keep.sum()), pa.string()),
         "frame": pa.array(frames[keep], pa.int32()),
         "timestamp": pa.array(ts[keep], pa.float64()),
         "f_frame": fixed_size_list(X[keep].astype(np.float32)),
+        "pose_frame": fixed_size_list(P[keep].astype(np.float32)),
     })
     stats, _ = video_statistics(actions, params)
+    pstats = pose_statistics(P)
     rows = 1 if len(frames) and np.isfinite(stats).all() else 0
     pk = int(np.nanargmax(X[:, -1])) if rows else 0  # the pspi peak
+    pose_v = fixed_size_list(pstats[None].astype(np.float32)[:rows])
     video_t = pa.table({
         "video_id": pa.array([video_id] * rows, pa.string()),
         "frame": pa.array([int(frames[pk])] if rows else [], pa.int32()),
         "timestamp": pa.array([float(ts[pk])] if rows else [], pa.float64()),
         "f_video": fixed_size_list(stats[None].astype(np.float32)[:rows]),
+        # the pose-only table (actions/pose) and the pose of the video rows
+        "f_pose": pose_v, "pose_video": pose_v,
     })
     return frame_t, video_t
 
@@ -348,34 +357,8 @@ def feature_names(layer: str, params: Mapping[str, Any] | None = None) -> list[s
     """Column names of the ``frame`` or ``video`` feature table's ``features``."""
     if layer == "frame":
         return list(frame_features(params))
+    if layer == "pose":
+        from .posecontrol import pose_names
+
+        return pose_names()
     return [f"{k}__{s}" for k in frame_features(params) for s in STATS]
-
-
-class PoseResidualizer(TransformerMixin, BaseEstimator):
-    """Regress head pose out of descriptors (scikit-learn transformer).
-
-    ``X``'s last ``n_pose`` columns are yaw, pitch, roll (degrees); :meth:`fit` solves, on
-    the rows it is given (the training subjects'), the least-squares map from the design
-    ``[1, p, p^2]`` (p = pose / 90) to every other column; :meth:`transform` returns those
-    columns minus the pose-predicted part plus the training mean, without the pose columns.
-    """
-
-    def __init__(self, n_pose: int = 3):
-        self.n_pose = n_pose
-
-    def _design(self, P: np.ndarray) -> np.ndarray:
-        p = np.asarray(P, np.float64) / 90.0
-        return np.column_stack([np.ones(len(p)), p, p * p])
-
-    def fit(self, X, y=None):
-        X = np.asarray(X, np.float64)
-        D, P = X[:, : -self.n_pose], X[:, -self.n_pose:]
-        self.coef_ = np.linalg.lstsq(self._design(P), D, rcond=None)[0]
-        self.mean_ = D.mean(0)
-        return self
-
-    def transform(self, X):
-        X = np.asarray(X, np.float64)
-        D, P = X[:, : -self.n_pose], X[:, -self.n_pose:]
-        return D - self._design(P) @ self.coef_ + self.mean_
-

@@ -152,14 +152,16 @@ def make_search(pipe: Pipeline, name: str, search: dict, groups: np.ndarray,
 def score_folds(
     X: np.ndarray, meta: pd.DataFrame, split: pd.DataFrame, rankings: pd.DataFrame,
     ks: list[int], classifiers: dict[str, dict], seed: int = 0,
-    preset: str = "default", search: dict | None = None,
+    preset: str = "default", search: dict | None = None, pose: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per-frame test scores for every fold x k x classifier.
 
     ``meta`` has columns video_id, subject_id, frame, y aligned with ``X``;
     ``rankings`` has columns fold, rank, feature (from the select stage). Every
     model is fitted on the fold's training rows only; ``params`` records the
-    hyperparameters the nested search chose (empty without a search).
+    hyperparameters the nested search chose (empty without a search). ``pose`` (rows x
+    angles or pose statistics): regressed out of ``X`` per fold, fitted on the training
+    rows (:func:`neopain.posecontrol.residualize`), as the select stage does.
     """
     out = []
     protocol = split["protocol"].iloc[0]
@@ -176,6 +178,11 @@ def score_folds(
                         "no test rows" if not te.any() else "no ranking: selector not fitted")
             continue
         ytr = meta.loc[tr, "y"].to_numpy()
+        Xf = X
+        if pose is not None:
+            from .posecontrol import residualize
+
+            Xf = residualize(X, pose, tr).astype(X.dtype)
         done: set[int] = set()
         for k_asked in ks:
             k = min(k_asked, len(rank))  # the real k: never more than the ranked features
@@ -187,7 +194,7 @@ def score_folds(
                 continue
             done.add(k)
             cols = rank[:k]
-            Xtr, Xte = X[np.ix_(tr, cols)], X[np.ix_(te, cols)]
+            Xtr, Xte = Xf[np.ix_(tr, cols)], Xf[np.ix_(te, cols)]
             for cname, cparams in classifiers.items():
                 model = make_pipeline(cname, cparams, seed, preset, n_features=len(cols))
                 chosen = ""

@@ -931,6 +931,10 @@ def study_pipeline(study: Mapping[str, Any], backbone: str, layer: str,
     weights (``export.embed_weights``) or None."""
     from .backbones import get_spec, locate_weights
 
+    if backbone == "actions":  # no network: features from the tracker's face mesh
+        from .actionsmodel import actions_pipeline
+
+        return actions_pipeline(study, layer, sources, features), None
     exp = dict(study.get("export") or {})
     ex = dict(study.get("extract") or {})
     bcfg = {k: v for k, v in ((ex.get("backbones") or {}).get(backbone) or {}).items()
@@ -974,7 +978,6 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
     import pyarrow.parquet as pq
 
     from . import provenance as prov_mod
-    from .backbones import get_spec
     from .calibrate import brier_score, expected_calibration_error, plot_reliability, \
         reliability_table
     from .evaluate import to_markdown
@@ -993,9 +996,13 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
     subjects = np.asarray(table.column("subject_id").to_pylist(), dtype=object).astype(str)
     fprov = prov_mod.read_provenance(features)
     sources = dict(fprov.get("sources") or {})
+    if cfg.backbone == "actions" and (study.get("actions") or {}).get("pose_regression"):
+        raise ValueError(f"export: {cfg.label()} was evaluated with actions.pose_regression, "
+                         "which a frame-level artefact does not hold; export it with "
+                         "export.configuration: nested (the video-level artefact does)")
     pipeline, embed = study_pipeline(study, cfg.backbone, cfg.layer, sources, features)
     wsha = pipeline["backbone"]["weights_sha256"]
-    spec = get_spec(cfg.backbone, pipeline["backbone"]["cfg"])
+    wfile = pipeline["backbone"]["weights_file"]
     mrec = _metrics_record(pq.read_table(metrics).to_pandas(), cfg)
     t5row = t5[(t5["backbone"] == cfg.backbone) & (t5["layer"] == cfg.layer)
                & (t5["protocol"] == cfg.protocol)]
@@ -1008,7 +1015,7 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
                           "feature_table": str(features),
                           "feature_table_sha256": prov_mod.sha256_file(features)},
         "sources": sources,
-        "weights": {spec.weights_file: wsha,
+        "weights": {wfile: wsha,
                     **{k[8:]: v for k, v in sources.items() if k.startswith("weights:")}},
         "configuration_choice": how,
         "evaluation": {"protocol": cfg.protocol, "metrics": mrec,
@@ -1090,7 +1097,7 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
             f"* configuration: {cfg.label()} -- {how}",
             f"* refitted on all {len(np.unique(subjects))} subjects / {len(y)} keyframes of "
             f"the study (selector, scaler, classifier on these rows only)",
-            f"* backbone weights: `{spec.weights_file}` sha256 `{wsha}`"
+            f"* backbone weights: `{wfile}` sha256 `{wsha}`"
             + (" (embedded)" if embed else " (referenced, verified at load)"),
             f"* calibration: {method}, {n_splits}-fold grouped by subject on the training "
             f"subjects; threshold {res['threshold']:.4f} ({thr_rule})",

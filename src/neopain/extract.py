@@ -269,16 +269,20 @@ def gather_layer(
     """Write the gathered table of one layer, one row group per video.
 
     ``per_video`` maps video_id to its per-video Parquet; only the
-    ``f_<layer>`` column is read from each (its float32 or float16 values are kept).
+    ``f_<layer>`` column is read from each (its float32 or float16 values are kept), and
+    ``pose_<layer>`` as ``pose`` where present (the actions tables' head pose).
     Returns the number of rows.
     """
-    col = f"f_{layer}"
+    col, pcol = f"f_{layer}", f"pose_{layer}"
     writer = None
     n = 0
     schema = None
     try:
         for vid in sorted(per_video):
-            t = pq.read_table(per_video[vid], columns=["video_id", "frame", "timestamp", col])
+            names = pq.read_schema(per_video[vid]).names
+            extra = [pcol] if pcol in names else []   # head pose (actions tables)
+            t = pq.read_table(per_video[vid], columns=["video_id", "frame", "timestamp", col,
+                                                       *extra])
             row = samples.loc[vid]
             m = t.num_rows
             d = t.schema.field(col).type.list_size
@@ -291,6 +295,7 @@ def gather_layer(
                 "timestamp": t.column("timestamp"),
                 "features": t.column(col).cast(
                     pa.list_(t.schema.field(col).type.value_type, d)),
+                **({"pose": t.column(pcol)} if extra else {}),
             })
             if schema is None:
                 schema = table.schema.with_metadata(

@@ -24,6 +24,10 @@ logistic regression on those out-of-fold scores (its inner score cross-fitted
 over the same inner folds). The members are chosen on the same inner scores, a
 mild optimism *inside* the inner loop only: no outer test subject ever enters.
 
+Head pose (``pose_regression``, :mod:`neopain.posecontrol`): a view of an actions table
+carries its rows' pose; every fit (inner or outer) then regresses it out of the features
+on its own training rows first.
+
 Subject baselines (:mod:`neopain.baseline`) are label-free and transductive;
 they are applied to each table once, before any split. ``audit`` (a callable
 receiving ``(stage, outer_fold, training_subjects)`` at every fit) lets a test
@@ -81,6 +85,7 @@ class View:
     subjects: np.ndarray     # per row
     row_video: np.ndarray    # per row: index into ``videos``
     videos: pd.DataFrame     # video_id, subject_id, y (one row per video)
+    P: np.ndarray | None = None  # per row: head pose to regress out (actions tables)
 
     @property
     def y_rows(self) -> np.ndarray:
@@ -90,11 +95,17 @@ class View:
 def build_views(tables: dict[tuple[str, str], tuple[np.ndarray, pd.DataFrame]],
                 baselines, poolings: dict[str, list]) -> dict[tuple, View]:
     """Every (backbone, layer, baseline, pooling) view of the frame tables
-    ``{(backbone, layer): (X, meta with video_id, subject_id, y)}``."""
+    ``{(backbone, layer): (X, meta with video_id, subject_id, y)[, pose]}``; a table's
+    ``pose`` (rows x angles, :mod:`neopain.posecontrol`) gets the same baseline and
+    pooling as its features and is carried as the view's ``P``."""
     views = {}
-    for (b, layer), (X, meta) in tables.items():
+    for (b, layer), (X, meta, *rest) in tables.items():
+        P = rest[0] if rest and rest[0] is not None else None
         for base in baselines:
             Xb = bl.subject_baseline(X, meta["subject_id"].to_numpy(), base)
+            Pb = (None if P is None else
+                  np.asarray(bl.subject_baseline(P, meta["subject_id"].to_numpy(), base),
+                             np.float64))
             for pname, stats in poolings.items():
                 if pname == FRAME_SCORES:
                     vids = meta["video_id"].to_numpy(dtype=str)
@@ -105,12 +116,13 @@ def build_views(tables: dict[tuple[str, str], tuple[np.ndarray, pd.DataFrame]],
                                            "y": first["y"].to_numpy().astype(int)})
                     views[(b, layer, base, pname)] = View(
                         np.asarray(Xb, dtype=np.float64), meta["subject_id"].to_numpy(dtype=str),
-                        inv, videos)
+                        inv, videos, Pb)
                     continue
                 Xv, vmeta = pool_videos(Xb, meta, check_pooling(stats))
+                Pv = None if Pb is None else pool_videos(Pb, meta, check_pooling(stats))[0]
                 views[(b, layer, base, pname)] = View(
                     Xv, vmeta["subject_id"].to_numpy(dtype=str), np.arange(len(vmeta)),
-                    vmeta[["video_id", "subject_id", "y"]].astype({"y": int}))
+                    vmeta[["video_id", "subject_id", "y"]].astype({"y": int}), Pv)
     return views
 
 
@@ -157,8 +169,20 @@ class Fitter:
     longer grows with the number of features; every grid point reuses the projection.
     """
 
-    def __init__(self, seed: int, audit=None):
+    def __init__(self, seed: int, audit=None, pose_regression: bool = False):
         self.seed, self.audit, self._cache = seed, audit, {}
+        self.pose_regression = pose_regression
+
+    def rows(self, view: View, tr: np.ndarray, stage="outer", fold=0) -> np.ndarray:
+        """The view's rows, with head pose regressed out (fitted on the training rows
+        ``tr`` only) for a view with pose under ``pose_regression``."""
+        if not self.pose_regression or view.P is None:
+            return view.X
+        from .posecontrol import residualize
+
+        if self.audit is not None:
+            self.audit("pose", fold, set(view.subjects[tr]))
+        return residualize(view.X, view.P, tr)
 
     def clear(self) -> None:
         self._cache.clear()
@@ -182,15 +206,17 @@ class Fitter:
         if cand.model in vm.ROW_SPACE:
             key = (cand.view, cand.selector, cand.k, frozenset(train_s), frozenset(test_s))
             if key not in self._cache:
-                self._cache[key] = vm.project(view.X[tr], y[tr], view.X[rows], cand.selector,
+                X = self.rows(view, tr, stage, fold)
+                self._cache[key] = vm.project(X[tr], y[tr], X[rows], cand.selector,
                                               cand.k or None)
             Ztr, Zte = self._cache[key]
             model = vm.fit(vm.make_classifier(cand.model, params, self.seed), Ztr, y[tr])
             score, pred = vm.positive_score(model, Zte), model.predict(Zte)
         else:
+            X = self.rows(view, tr, stage, fold)
             model = vm.fit(vm.make_model(cand.model, params, self.seed, cand.selector,
-                                         cand.k or None), view.X[tr], y[tr])
-            score, pred = vm.positive_score(model, view.X[rows]), model.predict(view.X[rows])
+                                         cand.k or None), X[tr], y[tr])
+            score, pred = vm.positive_score(model, X[rows]), model.predict(X[rows])
         s, p = video_mean_scores(view, rows, score, pred.astype(float), len(view.videos))
         return vids, s[vids], (p[vids] >= 0.5).astype(int)
 
@@ -215,21 +241,23 @@ def _platt(oof: np.ndarray, y: np.ndarray) -> LogisticRegression:
 
 
 def nested_cv(views: dict[tuple, View], cands: list[Candidate], split: pd.DataFrame, *,
-              inner_splits: int = 5, seed: int = 0, ensembles=(), audit=None
-              ) -> dict[str, pd.DataFrame]:
+              inner_splits: int = 5, seed: int = 0, ensembles=(), audit=None,
+              pose_regression: bool = False) -> dict[str, pd.DataFrame]:
     """The nested search of one protocol (module doc). Returns ``scores`` (outer test
     video scores of every candidate), ``choices`` (per outer fold: the chosen
     configuration and its inner AUC) and ``predictions`` (the nested estimate's
-    per-video scores). Runs with one BLAS thread: thousands of small fits, for which
-    BLAS threads cost more than they save (measured 3 ms vs microseconds per L-BFGS
-    step on a busy 2-core machine)."""
+    per-video scores). ``pose_regression``: views with head pose (actions tables) have it
+    regressed out inside every fit, on that fit's training rows. Runs with one BLAS
+    thread: thousands of small fits, for which BLAS threads cost more than they save
+    (measured 3 ms vs microseconds per L-BFGS step on a busy 2-core machine)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _nested_cv(views, cands, split, inner_splits, seed, ensembles, audit)
+        return _nested_cv(views, cands, split, inner_splits, seed, ensembles, audit,
+                          pose_regression)
 
 
-def _nested_cv(views, cands, split, inner_splits, seed, ensembles, audit):
+def _nested_cv(views, cands, split, inner_splits, seed, ensembles, audit, pose_regression):
     ref = next(iter(views.values())).videos
     for key, v in views.items():
         if not v.videos["video_id"].equals(ref["video_id"]):
@@ -240,7 +268,7 @@ def _nested_cv(views, cands, split, inner_splits, seed, ensembles, audit):
     score_rows, choice_rows, pred_rows = [], [], []
     tables = sorted({(c.backbone, c.layer) for c in cands})
     ens = [e for e in ensembles if len(tables) > 1]
-    fitter = Fitter(seed, audit)
+    fitter = Fitter(seed, audit, pose_regression)
     for fold in sorted(split["fold"].unique()):
         fitter.clear()
         train_s, test_s = fold_subjects(split, fold)
@@ -364,17 +392,18 @@ def permute_labels(views: dict[tuple, View], seed: int) -> dict[tuple, View]:
     out = {}
     for key, v in views.items():
         vids = v.videos.assign(y=v.videos["video_id"].map(new_y).astype(int))
-        out[key] = View(v.X, v.subjects, v.row_video, vids)
+        out[key] = View(v.X, v.subjects, v.row_video, vids, v.P)
     return out
 
 
 def common_videos(tables: dict) -> tuple[dict, list[str]]:
     """The tables restricted to the videos every one of them holds (and those left out)."""
-    sets = [set(m["video_id"]) for _, m in tables.values()]
+    sets = [set(t[1]["video_id"]) for t in tables.values()]
     common = set.intersection(*sets) if sets else set()
     dropped = sorted(set.union(*sets) - common) if sets else []
     out = {}
-    for key, (X, meta) in tables.items():
+    for key, (X, meta, *rest) in tables.items():
         keep = meta["video_id"].isin(common).to_numpy()
-        out[key] = (X[keep], meta[keep].reset_index(drop=True))
+        out[key] = (X[keep], meta[keep].reset_index(drop=True),
+                    *[None if r is None else r[keep] for r in rest])
     return out, dropped

@@ -10,6 +10,7 @@ the training videos' scores.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from typing import Any, Mapping
 
@@ -17,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .videoexport import export_nested_model
+
+log = logging.getLogger(__name__)
 
 
 def nested_estimate(summary, protocol: str | None) -> dict | None:
@@ -57,9 +60,20 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
     exp = dict(study.get("export") or {})
     spec = dict(study["nested"])
     seed = int(study.get("seed", 0))
+    from .actionsmodel import is_exportable
+
+    pose_regression = bool((study.get("actions") or {}).get("pose_regression", False))
     tables, pipelines, embeds, fprovs, sources = {}, {}, {}, [], {}
+    skipped = [f"{b}/{layer}" for b, layer in features if not is_exportable(b, layer)]
+    if skipped:
+        log.warning("not exportable (whole-recording statistics), left out of the export's "
+                    "search: %s", skipped)
+    features = {k: f for k, f in features.items() if is_exportable(*k)}
+    if not features:
+        raise ValueError(f"export: none of the nested tables is exportable ({skipped}); "
+                         "add a frame-level table (e.g. actions/frame) to nested.tables")
     for (b, layer), f in features.items():
-        tables[(b, layer)] = read_features(f)
+        tables[(b, layer)] = read_features(f, pose=pose_regression)
         fp = prov_mod.read_provenance(f)
         fprovs.append(fp)
         src = dict(fp.get("sources") or {})
@@ -80,7 +94,10 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
         "sources": sources,
         "configuration_choice": "nested: inner subject-grouped CV over every subject of the "
                                 "sample sheet (the same search as each outer fold of the "
-                                "nested estimate)",
+                                "nested estimate)"
+                                + (f"; not exportable, left out of this search: {skipped}"
+                                   if skipped else ""),
+        "pose_regression": pose_regression,
         "evaluation": {"nested_estimate": estimate,
                        "note": ("the study's nested estimate (results/evaluation/summary."
                                 "parquet, subject-bootstrap CIs): the honest number for "
@@ -93,7 +110,8 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
     thr_rule = exp.get("threshold", "youden")
     res = export_nested_model(tables, spec, out["model"], pipelines=pipelines,
                               provenance=provenance, seed=seed, calibration=method,
-                              threshold=thr_rule, name=exp.get("name"), embed_weights=embeds)
+                              threshold=thr_rule, name=exp.get("name"), embed_weights=embeds,
+                              pose_regression=pose_regression)
     cand = res["candidate"]
     vids = res["videos"]
     ts = pd.DataFrame({"video_id": vids["video_id"].to_numpy(),
@@ -164,6 +182,12 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
             f"* calibration: {method} on the chosen candidate's inner out-of-fold video "
             f"scores (grouped by subject); threshold {res['threshold']:.4f} ({thr_rule})",
             f"* training sample sheet sha256 `{sheet_sha}`; code {prov_mod.code_version()}"]
+    if res["model"]["video"].get("pose"):
+        card.append("* head pose (yaw, pitch, roll) regressed out of the features before the "
+                    "model (actions.pose_regression; the map fitted on all training videos)")
+    if skipped:
+        card.append(f"* not exportable, left out of the export's search (the nested "
+                    f"estimate searched them too): {', '.join(skipped)}")
     if res["better_ensembles"]:
         best_e = max(res["better_ensembles"].items(), key=lambda kv: kv[1]["inner_auc"])
         card.append(f"* NOTE: the late-fusion ensemble `{best_e[0]}` had a higher inner AUC "

@@ -49,7 +49,8 @@ same.
 
 Outputs (:func:`write_outputs`, for source ``NAME``): ``NAME.frames.{parquet,csv}``,
 ``NAME.epochs.{parquet,csv}``, ``NAME.timeline.png`` (probability, smoothed line broken
-at gaps, tracking gaps shaded, threshold, epoch decisions), ``NAME.timeline.html`` (the
+at gaps, tracking gaps shaded, threshold, epoch decisions; with the face mesh the
+PSPI-like intensity on a right-hand axis), ``NAME.timeline.html`` (the
 PNG inlined as base64 plus the tables; no script, no external resource),
 ``NAME.summary.json``; and only with ``annotate`` (faces are PHI; off by default)
 ``NAME.annotated.mp4`` (box, landmarks and probability drawn on the processed frames).
@@ -285,9 +286,12 @@ class Predictor:
             weights_dir = self._tmp.name
         if weights_dir is None:
             weights_dir = "resources/weights"
+        self.actions = b["name"] == "actions"   # features from the tracker's face mesh
         try:
-            net, sources = load_backbone(b["name"], [b["layer"]], weights_dir,
-                                         cfg=dict(b.get("cfg") or {}))
+            net, sources = ((None, {f"weights:{b['weights_file']}": b["weights_sha256"]})
+                            if self.actions else
+                            load_backbone(b["name"], [b["layer"]], weights_dir,
+                                          cfg=dict(b.get("cfg") or {})))
         except WeightsError as exc:
             raise PredictionError(f"{model.path}: backbone weights: {exc}") from None
         got = sources.get(f"weights:{b['weights_file']}")
@@ -298,18 +302,25 @@ class Predictor:
         self.weights_sha256 = got
         device = pick_device(self.opt.device)
         self.device = device
-        self.runner = Runner(net, device, self.opt.precision)
-        self.input_size = net.spec.input_size
+        self.runner = Runner(net, device, self.opt.precision) if net is not None else None
+        self.input_size = net.spec.input_size if net is not None else 0
         self.layer = b["layer"]
         tcfg = {**dict(info.get("track") or {}), "device": str(device.type)}
         self.detector, self.refiner = build_detector(tcfg)
         self.track_params = params_from_config(tcfg)
         self._check_tracker()
+        if self.actions:
+            from .actionsmodel import check_refiner
+
+            try:
+                check_refiner(self.refiner, b)
+            except ValueError as exc:
+                raise PredictionError(f"{model.path}: {exc}") from None
         self.crop_size = int((info.get("crop") or {}).get("size", 224))
         self.jpeg_quality = int((info.get("crop") or {}).get("jpeg_quality", 95))
         self.dtype = np.float16 if b.get("dtype") == "float16" else np.float32
         self.reduce = 1
-        if b.get("fast_decode", True):
+        if b.get("fast_decode", True) and net is not None:
             from .extract import reduce_factor
 
             self.reduce = reduce_factor(self.crop_size, self.input_size)
@@ -479,7 +490,10 @@ class Predictor:
         keep = keep_features or self.video is not None
         dim = int(self.model.info["backbone"]["feature_dim"]) if keep else 0
         t0 = time.perf_counter()
-        if self.opt.single_pass:
+        # an actions model reads the whole track table's meshes (and crops for texture):
+        # it scores after tracking
+        single = self.opt.single_pass and not self.actions
+        if single:
             from .stream import track_and_score
 
             got: dict[int, tuple[float, bool, np.ndarray | None]] = {}
@@ -506,7 +520,7 @@ class Predictor:
         if keep:
             self._F = np.full((n, dim), np.nan, np.float32)
         t1 = time.perf_counter()
-        if self.opt.single_pass:
+        if single:
             for p, (s, fin, f) in got.items():
                 score[p], feat_ok[p] = s, fin
                 if keep:
@@ -522,6 +536,7 @@ class Predictor:
                             "%.3g px (lookahead %d)", path, dev, self.opt.lookahead)
             timing = {"track_and_score": t_track, "single_pass": info}
         else:
+            self._track = table
             n_scored = self._score_frames(path, tr, score, feat_ok)
             timing = {"track": t_track, "features_classify": time.perf_counter() - t1,
                       "single_pass": None}
@@ -553,6 +568,9 @@ class Predictor:
         """Second pass: align, JPEG round trip, backbone, model -- in batches."""
         from .crop import align, encode_jpeg
         from .extract import decode_batch
+
+        if self.actions:
+            return self._score_actions(path, score, feat_ok)
 
         pos = {int(f): i for i, f in enumerate(tr["frame"])}
         want = {int(f) for f, o in zip(tr["frame"], tr["ok"]) if o}
@@ -599,6 +617,31 @@ class Predictor:
             pass  # the tracking pass stopped at the same place and recorded the error
         flush()
         return done
+
+    def _score_actions(self, path: Path, score: np.ndarray, feat_ok: np.ndarray) -> int:
+        """An actions model: its features from the tracked frames' meshes
+        (:func:`neopain.actionsmodel.frame_feature_matrix`), scored like the backbone's."""
+        from .actionsmodel import frame_feature_matrix
+
+        frames = self._frames(path) if self.model.info["backbone"]["cfg"]["actions"].get(
+            "texture", True) else None
+        try:
+            F, P = frame_feature_matrix(self._track, frames, self.model.info["backbone"],
+                                        self.crop_size, self.jpeg_quality)
+        except VideoError:   # the tracking pass stopped at the same place
+            F, P = frame_feature_matrix(self._track, None, self.model.info["backbone"],
+                                        self.crop_size, self.jpeg_quality)
+        fin = np.isfinite(F).all(axis=1) & np.asarray(self._track.column("ok").to_pylist(),
+                                                      bool)
+        if self._F is not None:
+            if self.video.n_frame_pose:   # pose regressed out: frames carry their pose
+                F = np.hstack([F, P])
+                self._F = np.full(F.shape, np.nan, np.float32)
+            self._F[fin] = F[fin]
+        elif fin.any():
+            score[fin] = self.model.score(F[fin])
+        feat_ok[:] = fin
+        return int(fin.sum())
 
     def annotate(self, path: str | os.PathLike, result: dict, out: str | os.PathLike) -> Path:
         """Write the processed frames with box, landmarks and probability (PHI!)."""
@@ -682,6 +725,14 @@ def plot_timeline(frames: pd.DataFrame, epochs: pd.DataFrame, threshold: float, 
     ax.plot(t, frames["smoothed"].to_numpy(np.float64), "-", c="tab:blue", lw=1.8,
             label="smoothed (NaN at gaps)")
     ax.axhline(threshold, ls="--", c="tab:red", lw=1, label=f"threshold {threshold:.2f}")
+    pspi = (frames["pspi"].to_numpy(np.float64) if "pspi" in frames else np.zeros(0))
+    if np.isfinite(pspi).any():  # the PSPI-like facial-action intensity, own axis
+        ax2 = ax.twinx()
+        ax2.plot(t, pspi, "-", c="tab:purple", lw=0.9, alpha=0.8)
+        ax2.set_ylabel("PSPI-like (IOD)", color="tab:purple", fontsize=8)
+        ax2.set_ylim(0, max(float(np.nanmax(pspi)) * 1.1, 1e-3))
+        ax2.tick_params(axis="y", colors="tab:purple", labelsize=7)
+        ax.plot([], [], "-", c="tab:purple", lw=0.9, label="PSPI-like intensity (right axis)")
     for _, e in epochs.iterrows():
         colour = {1: "tab:red", 0: "tab:green"}.get(
             None if pd.isna(e["decision"]) else int(e["decision"]), "0.6")

@@ -880,11 +880,14 @@ RANK_SCHEMA = pa.schema(
 
 def rank_folds_array(X: np.ndarray, subjects: np.ndarray, y: np.ndarray,
                      split: pd.DataFrame, selector: str, params: dict, max_k: int,
-                     prefilter: dict | None = None) -> pa.Table:
+                     prefilter: dict | None = None, pose: np.ndarray | None = None
+                     ) -> pa.Table:
     """Top-``max_k`` features of each fold, the selector fitted on training rows only.
 
     Test rows are never passed to the selector (its scaling ranges, neighbours
-    and discretisation come from training subjects alone).
+    and discretisation come from training subjects alone). ``pose`` (rows x angles or
+    pose statistics): regressed out of ``X`` first, fitted on the fold's training rows
+    (:func:`neopain.posecontrol.residualize`).
     """
     subjects = np.asarray(subjects, dtype=object)
     y = np.asarray(y)
@@ -898,7 +901,12 @@ def rank_folds_array(X: np.ndarray, subjects: np.ndarray, y: np.ndarray,
                         "selector not fitted, fold skipped", protocol, fold, tr.sum(),
                         len(np.unique(y[tr])))
             continue
-        sel = make_selector(selector, max_k, prefilter=prefilter, **params).fit(X[tr], y[tr])
+        Xf = X
+        if pose is not None:
+            from .posecontrol import residualize
+
+            Xf = residualize(X, pose, tr).astype(X.dtype)
+        sel = make_selector(selector, max_k, prefilter=prefilter, **params).fit(Xf[tr], y[tr])
         top = sel.ranking_[:max_k]
         for r, f in enumerate(top):
             rows.append((protocol, int(fold), selector, r, int(f), float(sel.scores_[f]),
@@ -908,10 +916,15 @@ def rank_folds_array(X: np.ndarray, subjects: np.ndarray, y: np.ndarray,
 
 
 def rank_folds(table: pa.Table, split: pd.DataFrame, selector: str, params: dict,
-               max_k: int, prefilter: dict | None = None, baseline: str = "none") -> pa.Table:
+               max_k: int, prefilter: dict | None = None, baseline: str = "none",
+               pose_regression: bool = False) -> pa.Table:
     """:func:`rank_folds_array` on a gathered feature table (subject ``baseline`` removed
-    first, :mod:`neopain.baseline`)."""
+    first, :mod:`neopain.baseline`; ``pose_regression``: the table's ``pose`` column
+    regressed out per fold)."""
+    from .posecontrol import table_pose
+
     X = feature_matrix(table, baseline)
     subjects = np.asarray(table.column("subject_id").to_pylist(), dtype=object)
     y = np.asarray(table.column("y").to_pylist(), dtype=np.int8)
-    return rank_folds_array(X, subjects, y, split, selector, params, max_k, prefilter)
+    pose = table_pose(table, baseline) if pose_regression else None
+    return rank_folds_array(X, subjects, y, split, selector, params, max_k, prefilter, pose)

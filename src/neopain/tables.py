@@ -32,9 +32,16 @@ def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), m.shape[1])
 
 
-def read_features(path, ids=("video_id", "subject_id", "y")):
-    """(feature matrix, DataFrame of the ``ids`` columns) of a gathered feature table."""
+def read_features(path, ids=("video_id", "subject_id", "y"), pose: bool = False):
+    """(feature matrix, DataFrame of the ``ids`` columns) of a gathered feature table;
+    with ``pose``, a third item: its head pose (:func:`neopain.posecontrol.read_pose`;
+    None for a table without one)."""
     import pyarrow.parquet as pq
 
-    t = pq.read_table(path, columns=[*ids, "features"])
-    return feature_matrix(t), t.select(list(ids)).to_pandas()
+    if not pose:
+        t = pq.read_table(path, columns=[*ids, "features"])
+        return feature_matrix(t), t.select(list(ids)).to_pandas()
+    from .posecontrol import read_pose
+
+    t = pq.read_table(path)
+    return feature_matrix(t), t.select(list(ids)).to_pandas(), read_pose(t)

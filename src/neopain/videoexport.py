@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 # the choice: one outer fold whose training part is every subject
 # ----------------------------------------------------------------------------
 def search_all_subjects(views: dict, cands: list, *, inner_splits: int = 5, seed: int = 0,
-                        ensembles=()) -> dict[str, Any]:
+                        ensembles=(), pose_regression: bool = False) -> dict[str, Any]:
     """Inner AUC of every candidate over all subjects; the best single candidate, its
     out-of-fold video scores, and the ensembles' inner AUCs (see the module doc)."""
     from threadpoolctl import threadpool_limits
@@ -65,7 +65,7 @@ def search_all_subjects(views: dict, cands: list, *, inner_splits: int = 5, seed
     if not folds:
         raise ValueError("export.configuration nested: the inner search needs at least 2 "
                          "subjects of each class in the sample sheet")
-    fitter = nested.Fitter(seed)
+    fitter = nested.Fitter(seed, pose_regression=pose_regression)
     every = np.arange(len(ref))
     with threadpool_limits(limits=1, user_api="blas"):
         aucs, oof_all = nested.inner_search(views, cands, ref, every, folds, fitter)
@@ -86,10 +86,19 @@ def search_all_subjects(views: dict, cands: list, *, inner_splits: int = 5, seed
             "candidates": table, "ensembles": ens}
 
 
-def fit_candidate(cand, view, seed: int = 0):
-    """The candidate's whole pipeline refitted on every row of the view."""
+def fit_candidate(cand, view, seed: int = 0, pose_regression: bool = False):
+    """The candidate's whole pipeline refitted on every row of the view; with
+    ``pose_regression`` and a view with pose, ``(pipeline, pose residualizer)`` (the
+    residualizer fitted on every row first; else ``(pipeline, None)``)."""
+    from .posecontrol import PoseResidualizer, degree_for
+
+    X, res = view.X, None
+    if pose_regression and view.P is not None:
+        res = PoseResidualizer(view.P.shape[1], degree_for(view.P.shape[1])).fit(
+            np.hstack([view.X, view.P]))
+        X = res.transform(np.hstack([view.X, view.P]))
     return vm.fit(vm.make_model(cand.model, json.loads(cand.params), seed, cand.selector,
-                                cand.k or None), view.X, view.y_rows)
+                                cand.k or None), X, view.y_rows), res
 
 
 def serialise_video_model(pipe) -> tuple[dict, dict[str, np.ndarray]]:
@@ -124,6 +133,31 @@ class VideoScorer:
         sel = arrays.get("video.selected")
         self.selected = None if sel is None else np.asarray(sel, np.int64)
         self.model = ScoreModel(self.info["model"], arrays)
+        # head pose regressed out (actions.pose_regression): frames carry their pose as
+        # the last n_pose columns, pooled like the features
+        self.pose = dict(self.info.get("pose") or {})
+        if self.pose:
+            from .posecontrol import PoseResidualizer
+
+            r = PoseResidualizer(int(self.pose["n_pose"]), int(self.pose["degree"]))
+            r.coef_ = np.asarray(arrays["video.pose_coef"], np.float64)
+            r.mean_ = np.asarray(arrays["video.pose_mean"], np.float64)
+            self.residualizer = r
+
+    @property
+    def n_frame_pose(self) -> int:
+        """Pose columns each frame must carry after its features (0 without pose)."""
+        return len(self.pose.get("angles", ())) if self.pose else 0
+
+    def _split_pose(self, V: np.ndarray) -> np.ndarray:
+        """Model-input rows (features + pose in every pooled block) -> features with the
+        pose regressed out."""
+        k = self.n_frame_pose
+        nb = 1 if self.frame_scores else len(self.stats)
+        B = V.reshape(len(V), nb, -1)
+        X = B[:, :, :-k].reshape(len(V), -1)
+        P = B[:, :, -k:].reshape(len(V), -1)
+        return self.residualizer.transform(np.hstack([X, P]))
 
     def reference(self, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Baseline statistics (median, robust scale) of reference frames ``F``."""
@@ -140,6 +174,8 @@ class VideoScorer:
     def score_vectors(self, V: np.ndarray) -> np.ndarray:
         """Raw scores of model-input rows (pooled vectors, or frames for frame_scores)."""
         V = np.array(V, dtype=np.float64, copy=True)
+        if self.pose:
+            V = self._split_pose(V)
         if V.ndim != 2 or V.shape[1] != len(self.impute):
             raise ValueError(f"model inputs must be n x {len(self.impute)}, got {V.shape}")
         nan = np.isnan(V)
@@ -186,8 +222,8 @@ def window_scores(scorer: VideoScorer, rel: np.ndarray, t: np.ndarray, ok: np.nd
 def export_nested_model(tables: dict, spec: Mapping[str, Any], out, *, pipelines: Mapping,
                         provenance: Mapping[str, Any], seed: int = 0,
                         calibration: str = "platt", threshold: str | float = "youden",
-                        name: str | None = None, embed_weights: Mapping | None = None
-                        ) -> dict[str, Any]:
+                        name: str | None = None, embed_weights: Mapping | None = None,
+                        pose_regression: bool = False) -> dict[str, Any]:
     """Choose (:func:`search_all_subjects`), refit, calibrate and write the artefact.
 
     ``tables``: ``{(backbone, layer): (X frames, meta with video_id, subject_id, y)}``;
@@ -205,16 +241,26 @@ def export_nested_model(tables: dict, spec: Mapping[str, Any], out, *, pipelines
     views = nested.build_views(tables, spec["baselines"], poolings)
     cands = nested.candidates(views, list(spec["selection"]), dict(spec["models"]))
     res = search_all_subjects(views, cands, inner_splits=int(spec.get("inner_splits", 5)),
-                              seed=seed, ensembles=list(spec.get("ensembles") or []))
+                              seed=seed, ensembles=list(spec.get("ensembles") or []),
+                              pose_regression=pose_regression)
     cand, y = res["best"], res["y"]
     view = views[cand.view]
-    pipe = fit_candidate(cand, view, seed)
+    pipe, resid = fit_candidate(cand, view, seed, pose_regression)
     mspec, arrays = serialise_video_model(pipe)
+    pose_info = None
+    if resid is not None:
+        from .posecontrol import ANGLES
+
+        arrays["video.pose_coef"] = resid.coef_
+        arrays["video.pose_mean"] = resid.mean_
+        pose_info = {"angles": list(ANGLES), "n_pose": int(resid.n_pose),
+                     "degree": int(resid.degree), "fitted_on": "every training video"}
     oof = res["oof"]
     cal = fit_calibrator(oof, y, calibration)
     p_oof = cal.apply(oof)
     thr = choose_threshold(y, p_oof, threshold)
-    raw = vm.positive_score(pipe, view.X)
+    raw = vm.positive_score(pipe, view.X if resid is None else
+                            resid.transform(np.hstack([view.X, view.P])))
     if cand.pooling == nested.FRAME_SCORES:   # frame rows -> the video's mean score
         raw = nested.video_mean_scores(view, np.arange(len(raw)), raw, raw,
                                    len(view.videos))[0]
@@ -239,7 +285,8 @@ def export_nested_model(tables: dict, spec: Mapping[str, Any], out, *, pipelines
                   "stats": ([] if cand.pooling == nested.FRAME_SCORES
                             else list(poolings[cand.pooling])),
                   "selector": cand.selector, "k": cand.k, "model": mspec,
-                  "model_name": cand.model, "params": json.loads(cand.params)},
+                  "model_name": cand.model, "params": json.loads(cand.params),
+                  **({"pose": pose_info} if pose_info else {})},
         "model": {**mspec, "name": cand.model, "params": json.loads(cand.params)},
         "choice": {"method": "nested inner CV over all subjects of the sample sheet",
                    "inner_auc": res["inner_auc"], "n_candidates": len(cands),

@@ -2,11 +2,20 @@
 # per tracked frame the canonical-pose NFCS/AU descriptors, head pose, wrinkle texture and a
 # PSPI-like composite (results/actions/{video}.parquet, readable), plus two feature tables
 # that select/classify/evaluate take as one more backbone: actions/frame (keyframes) and
-# actions/video (one row per video: temporal statistics over a per-video baseline).
+# actions/video (one row per video: temporal statistics over a per-video baseline), and
+# actions/pose (head-pose statistics alone: how much pose separates the classes).
 
 ACTIONS = (config.get("actions") or {}).get("enabled", False)
+# head pose regressed out of the actions tables inside every fit (select, classify, nested;
+# neopain.posecontrol); actions/pose = pose statistics alone, the control row
+ACTIONS_POSE_REGRESSION = bool((config.get("actions") or {}).get("pose_regression", False))
+# the out-of-fold per-frame intensity model (neopain.intensity), per protocol
+ACTIONS_INTENSITY = dict((config.get("actions") or {}).get("intensity") or {})
+ACTIONS_TARGETS = []
 if ACTIONS:
-    LAYER_TARGETS += [("actions", "frame"), ("actions", "video")]
+    LAYER_TARGETS += [("actions", "frame"), ("actions", "video"), ("actions", "pose")]
+    if ACTIONS_INTENSITY.get("enabled", False):
+        ACTIONS_TARGETS = expand("results/actions/intensity/{protocol}.md", protocol=PROTOCOLS)
 
 
 ruleorder: actions > extract
@@ -25,7 +34,8 @@ rule actions:
         video="results/features/actions/_per_video_stats/{video}.parquet",
     params:
         video=video_params,
-        actions=stage("actions"),
+        actions={k: v for k, v in stage("actions").items()
+                 if k not in ("pose_regression", "intensity")},
     threads: 1
     log:
         "logs/actions/{video}.log",
@@ -39,7 +49,8 @@ rule actions:
 
 
 rule gather_actions_video:
-    """The video-level actions table: one row per video (its temporal statistics)."""
+    """The video-level actions tables, one row per video: temporal statistics (video) and
+    head-pose statistics alone (pose)."""
     input:
         videos=expand("results/features/actions/_per_video_stats/{video}.parquet", video=VIDEOS),
         samples=config["samples"],
@@ -47,7 +58,7 @@ rule gather_actions_video:
         "results/features/{backbone}/{layer}/features.parquet",
     wildcard_constraints:
         backbone="actions",
-        layer="video",
+        layer="video|pose",
     params:
         video_ids=VIDEOS,
         positive_label=config["positive_label"],
@@ -59,3 +70,28 @@ rule gather_actions_video:
         "../../envs/core.yaml"
     script:
         "../../scripts/gather_features.py"
+
+
+rule actions_intensity:
+    """Per-frame pain intensity: logistic regression on the actions/frame features, fitted
+    per fold on the training subjects' frames, scoring the held-out subjects' frames."""
+    input:
+        features="results/features/actions/frame/features.parquet",
+        split="results/splits/{protocol}.parquet",
+    output:
+        frames="results/actions/intensity/{protocol}.parquet",
+        coefficients="results/actions/intensity/{protocol}_coefficients.parquet",
+        summary="results/actions/intensity/{protocol}_summary.parquet",
+        md="results/actions/intensity/{protocol}.md",
+    params:
+        C=ACTIONS_INTENSITY.get("C", 1.0),
+        pose_regression=ACTIONS_POSE_REGRESSION,
+        actions={k: v for k, v in stage("actions").items()
+                 if k not in ("pose_regression", "intensity")},
+    threads: 1
+    log:
+        "logs/actions_intensity/{protocol}.log",
+    conda:
+        "../../envs/core.yaml"
+    script:
+        "../../scripts/actions_intensity.py"

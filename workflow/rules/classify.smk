@@ -13,6 +13,9 @@ rule classify:
         search=config["classify"].get("search", {"enabled": False}),
         seed=config.get("seed", 0),
         baseline=config["baseline"],
+        # actions tables only (actions.smk): head pose regressed out within each fold
+        pose_regression=lambda wc: ACTIONS_POSE_REGRESSION and wc.backbone == "actions"
+        and wc.layer != "pose",
     threads: 1
     log:
         "logs/classify/{backbone}/{layer}/{protocol}/{selector}.log",

@@ -77,6 +77,7 @@ rule export:
                 "evaluate",
                 "export",
                 "nested",
+                "actions",  # an actions configuration: its parameters, pose regression
             )
         },
         nested_tables=NESTED_TABLES,

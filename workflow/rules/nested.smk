@@ -29,6 +29,7 @@ rule nested:
         tables=NESTED_TABLES,
         spec={k: v for k, v in NESTED.items() if k not in ("enabled", "protocols", "tables")},
         seed=config["seed"],
+        pose_regression=ACTIONS_POSE_REGRESSION,  # actions.smk: actions tables' head pose
     threads: 1
     log:
         "logs/nested/{protocol}.log",

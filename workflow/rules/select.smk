@@ -10,6 +10,9 @@ rule select:
         max_k=max(config["select"]["k"] + FUSION_RANK_K),  # fusion.smk: fusion.k too
         prefilter=config["select"].get("prefilter", {"method": "none"}),
         baseline=config["baseline"],
+        # actions tables only (actions.smk): head pose regressed out within each fold
+        pose_regression=lambda wc: ACTIONS_POSE_REGRESSION and wc.backbone == "actions"
+        and wc.layer != "pose",
     threads: 2
     log:
         "logs/select/{backbone}/{layer}/{protocol}/{selector}.log",

@@ -1,0 +1,147 @@
+"""Facial-action configurations exported and predicted (neopain.actionsmodel): predict
+computes the actions stage's features from a new recording's mesh and scores them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from neopain import actions as A
+from neopain.actionsmodel import (actions_pipeline, check_exportable, frame_feature_matrix,
+                                  is_exportable)
+from neopain.mpmodels import MESH_FILE, MESH_SHA256
+
+# (video_id, subject, path under ckplus_sequences, y): disgust = 1, happiness/surprise = 0
+SEQS = [("S106_004", "S106", "disgust/S106_004", 1), ("S106_006", "S106", "happiness/S106_006", 0),
+        ("S125_008", "S125", "disgust/S125_008", 1), ("S125_007", "S125", "surprise/S125_007", 0),
+        ("S055_003", "S055", "disgust/S055_003", 1), ("S055_001", "S055", "surprise/S055_001", 0)]
+SPEC = {"baselines": ["none"], "poolings": {"mean_std": ["mean", "std"]},
+        "selection": [{"selector": "all"}], "models": {"logreg_l2": {"C": [1.0]}},
+        "ensembles": [], "inner_splits": 3}
+
+
+@pytest.fixture(scope="module")
+def study(repo, shared_data):
+    mesh_dir = repo / "resources" / "weights"
+    if not (mesh_dir / MESH_FILE).is_file():
+        pytest.skip(f"{mesh_dir / MESH_FILE} absent: run `make mesh-weights`")
+    pytest.importorskip("facenet_pytorch")
+    track = {"detector": "mtcnn", "landmarks": "facemesh",
+             "facemesh": {"model_dir": str(mesh_dir)}}
+    return {"labels": ["no_pain", "pain"], "positive_label": "pain", "track": track,
+            "crop": {"size": 224, "jpeg_quality": 95}, "actions": {}}
+
+
+@pytest.fixture(scope="module")
+def staged(study, shared_data):
+    """Each sequence through track -> crop -> actions stage (as the workflow runs them)."""
+    from neopain.crop import crop_video
+    from neopain.track import build_detector, params_from_config, track_video
+
+    det, ref = build_detector(study["track"])
+    out = {}
+    for vid, subj, rel, y in SEQS:
+        path = shared_data / "ckplus_sequences" / rel
+        track, qc = track_video(path, det, params=params_from_config(study["track"]),
+                                refiner=ref)
+        assert qc["n_ok"] >= 6, (vid, qc)
+        crops = crop_video(path, track, 224, 95)
+        table = A.video_actions(track, crops, study["actions"])
+        frame_t, _ = A.feature_tables(vid, table, None, study["actions"])
+        out[vid] = (path, track, frame_t, subj, y)
+    return out
+
+
+def _cols(t, name):
+    c = t.column(name).combine_chunks()
+    return c.flatten().to_numpy().reshape(len(t), -1).astype(np.float64)
+
+
+def test_predict_features_equal_the_actions_stage(study, staged):
+    from neopain.video import iter_frames
+
+    backbone = actions_pipeline(study, "frame", {f"weights:{MESH_FILE}": MESH_SHA256},
+                                "t")["backbone"]
+    assert backbone["feature_names"] == list(A.frame_features())
+    for vid, (path, track, frame_t, _, _) in staged.items():
+        F, P = frame_feature_matrix(track, iter_frames(path), backbone)
+        rows = {int(f): i for i, f in enumerate(track.column("frame").to_pylist())}
+        idx = [rows[int(f)] for f in frame_t.column("frame").to_pylist()]
+        np.testing.assert_allclose(F[idx], _cols(frame_t, "f_frame"), rtol=1e-4, atol=1e-5,
+                                   err_msg=vid)
+        np.testing.assert_allclose(P[idx], _cols(frame_t, "pose_frame"), atol=1e-3)
+        # without the frames the geometry is the same and the textures are missing
+        G, _ = frame_feature_matrix(track, None, backbone)
+        tex = [j for j, k in enumerate(backbone["feature_names"]) if k in A.PATCHES]
+        assert np.isnan(G[idx][:, tex]).all()
+        np.testing.assert_array_equal(np.delete(G[idx], tex, 1), np.delete(F[idx], tex, 1))
+
+
+def test_exported_actions_model_predicts_a_new_recording(study, staged, tmp_path, capsys):
+    """Nested export of actions/frame with pose regression; ``neopain predict`` on a
+    recording gives the probability the artefact's scorer gives on the stage's features,
+    and a PSPI-like column and line in the timeline."""
+    from neopain.cli import main
+    from neopain.export import load
+    from neopain.videoexport import export_nested_model
+
+    X, P, rows = [], [], []
+    for vid, (_, _, frame_t, subj, y) in staged.items():
+        X.append(_cols(frame_t, "f_frame"))
+        P.append(_cols(frame_t, "pose_frame"))
+        rows += [(vid, subj, y)] * frame_t.num_rows
+    meta = pd.DataFrame(rows, columns=["video_id", "subject_id", "y"])
+    pipe = actions_pipeline(study, "frame", {f"weights:{MESH_FILE}": MESH_SHA256}, "t")
+    out = tmp_path / "actions.neopain"
+    export_nested_model({("actions", "frame"): (np.vstack(X).astype(np.float32), meta,
+                                                np.vstack(P))}, SPEC, out,
+                        pipelines={"actions": pipe}, provenance={}, seed=0,
+                        pose_regression=True)
+    model = load(out)
+    assert model.info["backbone"]["name"] == "actions"
+    assert model.info["video"]["pose"]["n_pose"] == 6   # mean + std of yaw, pitch, roll
+    path, _, frame_t, _, _ = staged["S125_008"]
+    res = main(["predict", str(out), str(path), "--out", str(tmp_path / "p"),
+                "--window-seconds", "100"])
+    assert res == 0, capsys.readouterr().err
+    fr = pd.read_parquet(tmp_path / "p" / "S125_008.frames.parquet")
+    ep = pd.read_parquet(tmp_path / "p" / "S125_008.epochs.parquet")
+    assert fr["ok"].sum() >= frame_t.num_rows - 1 and len(ep) == 1
+    F = np.hstack([_cols(frame_t, "f_frame"), _cols(frame_t, "pose_frame")])
+    want = model.calibrator.apply(np.array([model.video.score_frames(F)]))[0]
+    assert ep["mean_probability"].iloc[0] == pytest.approx(want, abs=2e-3)
+    assert np.isfinite(fr.loc[fr["ok"], "pspi"]).all() and (fr["pspi"] > 0).any()
+    assert (tmp_path / "p" / "S125_008.timeline.png").stat().st_size > 1000
+
+
+def test_statistics_tables_are_not_exportable():
+    assert is_exportable("actions", "frame") and is_exportable("fer", "video")
+    assert not is_exportable("actions", "video") and not is_exportable("actions", "pose")
+    with pytest.raises(ValueError, match="actions/video: a table of whole-recording"):
+        check_exportable("actions", "video")
+    with pytest.raises(ValueError, match="names no 'weights:face_landmark.tflite'"):
+        actions_pipeline({"labels": ["a", "b"], "positive_label": "b"}, "frame", {}, "tbl")
+
+
+def test_timeline_plot_draws_the_pspi_line_when_there_is_one(tmp_path):
+    """The PSPI-like intensity is a purple line (tab:purple) on its own axis; a timeline
+    without a mesh has none."""
+    import cv2
+
+    from neopain.predict import plot_timeline
+
+    t = np.arange(60) / 30.0
+    frames = pd.DataFrame({"timestamp": t, "ok": True, "probability": 0.3, "smoothed": 0.3,
+                           "pspi": np.nan})
+    epochs = pd.DataFrame({"start": [0.0], "end": [2.0], "decision": [0]})
+    purple = np.array([189, 103, 148])  # tab:purple #9467bd as BGR
+
+    def n_purple(path):
+        img = cv2.imread(str(path)).astype(int)
+        return int((np.abs(img - purple).sum(axis=2) < 40).sum())
+
+    plot_timeline(frames, epochs, 0.5, tmp_path / "none.png", "no mesh")
+    plot_timeline(frames.assign(pspi=np.sin(t) ** 2), epochs, 0.5, tmp_path / "pspi.png", "m")
+    assert n_purple(tmp_path / "none.png") == 0
+    assert n_purple(tmp_path / "pspi.png") > 200
