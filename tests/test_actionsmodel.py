@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from neopain import actions as A
-from neopain.actionsmodel import (actions_pipeline, check_exportable, frame_feature_matrix,
-                                  is_exportable)
+from neopain.actionsmodel import (actions_pipeline, block_statistics, check_exportable,
+                                  frame_feature_matrix, is_exportable)
 from neopain.mpmodels import MESH_FILE, MESH_SHA256
 
 # (video_id, subject, path under ckplus_sequences, y): disgust = 1, happiness/surprise = 0
@@ -48,8 +48,8 @@ def staged(study, shared_data):
         assert qc["n_ok"] >= 6, (vid, qc)
         crops = crop_video(path, track, 224, 95)
         table = A.video_actions(track, crops, study["actions"])
-        frame_t, _ = A.feature_tables(vid, table, None, study["actions"])
-        out[vid] = (path, track, frame_t, subj, y)
+        frame_t, video_t = A.feature_tables(vid, table, None, study["actions"])
+        out[vid] = (path, track, frame_t, subj, y, video_t)
     return out
 
 
@@ -64,13 +64,28 @@ def test_predict_features_equal_the_actions_stage(study, staged):
     backbone = actions_pipeline(study, "frame", {f"weights:{MESH_FILE}": MESH_SHA256},
                                 "t")["backbone"]
     assert backbone["feature_names"] == list(A.frame_features())
-    for vid, (path, track, frame_t, _, _) in staged.items():
+    for vid, (path, track, frame_t, *_) in staged.items():
         F, P = frame_feature_matrix(track, iter_frames(path), backbone)
         rows = {int(f): i for i, f in enumerate(track.column("frame").to_pylist())}
         idx = [rows[int(f)] for f in frame_t.column("frame").to_pylist()]
         np.testing.assert_allclose(F[idx], _cols(frame_t, "f_frame"), rtol=1e-4, atol=1e-5,
                                    err_msg=vid)
         np.testing.assert_allclose(P[idx], _cols(frame_t, "pose_frame"), atol=1e-3)
+        # the statistics rows (actions/video, actions/pose) from all frames with a mesh
+        video_t = staged[vid][5]
+        mesh = np.isfinite(P).all(1)
+        ts = np.asarray(track.column("timestamp").to_pylist())
+        for layer, col in (("video", "f_video"), ("pose", "f_pose")):
+            row = block_statistics(np.hstack([F, P]), ts, mesh, {**backbone, "layer": layer})
+            want = _cols(video_t, col)[0]
+            # textures agree to ~1e-4 per frame (crop JPEG vs the stage's): their
+            # activations, relative to a small baseline level, amplify that
+            tex = np.array([n.split("__")[0] in A.PATCHES
+                            for n in A.feature_names(layer)])
+            np.testing.assert_allclose(row[~tex], want[~tex], rtol=1e-4, atol=1e-6,
+                                       err_msg=f"{vid} {layer}")
+            np.testing.assert_allclose(row[tex], want[tex], rtol=1e-2, atol=5e-4,
+                                       err_msg=f"{vid} {layer} textures")
         # without the frames the geometry is the same and the textures are missing
         G, _ = frame_feature_matrix(track, None, backbone)
         tex = [j for j, k in enumerate(backbone["feature_names"]) if k in A.PATCHES]
@@ -87,7 +102,7 @@ def test_exported_actions_model_predicts_a_new_recording(study, staged, tmp_path
     from neopain.videoexport import export_nested_model
 
     X, P, rows = [], [], []
-    for vid, (_, _, frame_t, subj, y) in staged.items():
+    for vid, (_, _, frame_t, subj, y, _) in staged.items():
         X.append(_cols(frame_t, "f_frame"))
         P.append(_cols(frame_t, "pose_frame"))
         rows += [(vid, subj, y)] * frame_t.num_rows
@@ -101,7 +116,7 @@ def test_exported_actions_model_predicts_a_new_recording(study, staged, tmp_path
     model = load(out)
     assert model.info["backbone"]["name"] == "actions"
     assert model.info["video"]["pose"]["n_pose"] == 6   # mean + std of yaw, pitch, roll
-    path, _, frame_t, _, _ = staged["S125_008"]
+    path, _, frame_t, *_ = staged["S125_008"]
     res = main(["predict", str(out), str(path), "--out", str(tmp_path / "p"),
                 "--window-seconds", "100"])
     assert res == 0, capsys.readouterr().err
@@ -115,11 +130,63 @@ def test_exported_actions_model_predicts_a_new_recording(study, staged, tmp_path
     assert (tmp_path / "p" / "S125_008.timeline.png").stat().st_size > 1000
 
 
-def test_statistics_tables_are_not_exportable():
+def test_exported_actions_video_model_scores_the_stage_row(study, staged, tmp_path, capsys):
+    """Nested export of actions/video (one statistics row per recording); ``neopain
+    predict`` on a training recording recomputes the stage's statistics row from the mesh
+    and gives the probability the artefact gives that row (whole recording, and the one
+    epoch that covers it)."""
+    import json
+
+    from neopain.cli import main
+    from neopain.export import load
+    from neopain.videoexport import export_nested_model
+
+    X = np.vstack([_cols(v[5], "f_video") for v in staged.values()])
+    meta = pd.DataFrame([(vid, v[3], v[4]) for vid, v in staged.items()],
+                        columns=["video_id", "subject_id", "y"])
+    pipe = actions_pipeline(study, "video", {f"weights:{MESH_FILE}": MESH_SHA256}, "t")
+    assert pipe["backbone"]["feature_dim"] == X.shape[1] == len(A.FRAME_FEATURES) * 5
+    out = tmp_path / "video.neopain"
+    export_nested_model({("actions", "video"): (X.astype(np.float32), meta)}, SPEC, out,
+                        pipelines={"actions": pipe}, provenance={}, seed=0)
+    model = load(out)
+    assert model.info["backbone"]["layer"] == "video" and model.level == "video"
+    vid = "S106_004"
+    path, video_t = staged[vid][0], staged[vid][5]
+    assert main(["predict", str(out), str(path), "--out", str(tmp_path / "p")]) == 0, \
+        capsys.readouterr().err
+    want = model.calibrator.apply(np.array([model.video.score_frames(_cols(video_t,
+                                                                            "f_video"))]))[0]
+    summ = json.loads((tmp_path / "p" / f"{vid}.summary.json").read_text())
+    ep = pd.read_parquet(tmp_path / "p" / f"{vid}.epochs.parquet")
+    fr = pd.read_parquet(tmp_path / "p" / f"{vid}.frames.parquet")
+    assert summ["baseline"]["recording_probability"] == pytest.approx(want, abs=1e-5)
+    assert len(ep) == 1 and ep["mean_probability"].iloc[0] == pytest.approx(want, abs=1e-5)
+    assert fr["ok"].sum() == staged[vid][1].column("ok").to_numpy().sum()
+    assert np.isfinite(fr.loc[fr["ok"], "probability"]).all()
+    # subject baseline from a baseline recording of the same subject: its own stage row
+    out_c = tmp_path / "center.neopain"
+    export_nested_model({("actions", "video"): (X.astype(np.float32), meta)},
+                        {**SPEC, "baselines": ["center"]}, out_c,
+                        pipelines={"actions": pipe}, provenance={}, seed=0)
+    model = load(out_c)
+    rest = "S106_006"
+    assert main(["predict", str(out_c), str(path), "--out", str(tmp_path / "c"),
+                 "--baseline-video", str(staged[rest][0])]) == 0, capsys.readouterr().err
+    want = model.calibrator.apply(np.array([model.video.score_frames(
+        _cols(video_t, "f_video"), reference=_cols(staged[rest][5], "f_video"))]))[0]
+    summ = json.loads((tmp_path / "c" / f"{vid}.summary.json").read_text())
+    assert summ["baseline"]["method"] == "center" and summ["baseline"]["source"] == str(
+        staged[rest][0])
+    assert summ["baseline"]["recording_probability"] == pytest.approx(want, abs=1e-5)
+
+
+def test_statistics_tables_are_exportable_at_video_level_only():
     assert is_exportable("actions", "frame") and is_exportable("fer", "video")
-    assert not is_exportable("actions", "video") and not is_exportable("actions", "pose")
+    assert is_exportable("actions", "video") and is_exportable("actions", "pose")
+    check_exportable("actions", "video")              # nested (video-level) export
     with pytest.raises(ValueError, match="actions/video: a table of whole-recording"):
-        check_exportable("actions", "video")
+        check_exportable("actions", "video", level="frame")
     with pytest.raises(ValueError, match="names no 'weights:face_landmark.tflite'"):
         actions_pipeline({"labels": ["a", "b"], "positive_label": "b"}, "frame", {}, "tbl")
 

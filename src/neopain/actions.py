@@ -291,11 +291,20 @@ def video_statistics(actions: pa.Table, params: Mapping[str, Any] | None = None
                      ) -> tuple[np.ndarray, list[str]]:
     """:data:`STATS` of every frame feature's activation (per-video baseline)."""
     p = params_for(params)
+    cols = {k: np.asarray(actions.column(k).to_pylist(), np.float64) for k in frame_features(p)}
+    return statistics(cols, np.asarray(actions.column("timestamp").to_pylist(), np.float64), p)
+
+
+def statistics(cols: Mapping[str, np.ndarray], ts: np.ndarray,
+               params: Mapping[str, Any] | None = None) -> tuple[np.ndarray, list[str]]:
+    """:func:`video_statistics` of frame-feature columns ``cols`` (name -> values per
+    frame, ``pspi`` included) at times ``ts``."""
+    p = params_for(params)
     q, thr, win = float(p["baseline_percentile"]), float(p["above"]), float(p["onset_window"])
-    ts = np.asarray(actions.column("timestamp").to_pylist(), np.float64)
+    ts = np.asarray(ts, np.float64)
     vals, names = [], []
     for k in frame_features(p):
-        x = np.asarray(actions.column(k).to_pylist(), np.float64)
+        x = np.asarray(cols[k], np.float64)
         a = x if k == "pspi" else activation(x, direction(k), q, relative=k in PATCHES)
         ok = np.isfinite(a)
         if ok.sum() == 0:

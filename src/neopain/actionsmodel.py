@@ -11,8 +11,12 @@ and ``pspi`` of :func:`neopain.actions.frame_features`). On a new recording,
 :func:`frame_feature_matrix` gives one row per tracked frame: the geometry and ``pspi``
 from the mesh over the recording's own baseline percentile (as for a training video),
 the textures from the frame's aligned crop after the same JPEG round trip as the crop
-stage. The video-statistics tables (``actions/video``, ``actions/pose``) summarise a
-whole recording and are not exportable (:func:`check_exportable` names them).
+stage. The statistics tables (``actions/video``: :func:`neopain.actions.
+video_statistics`; ``actions/pose``: :func:`neopain.posecontrol.pose_statistics`) have
+one row per recording; they are exportable as *video-level* models (the nested export)
+only: :func:`block_statistics` makes the same row from a block of a new recording's
+frames (the whole recording, an epoch or a window, treated as if it were a recording of
+its own: its own baseline percentile, ``pspi`` and statistics).
 """
 
 from __future__ import annotations
@@ -24,20 +28,60 @@ import pyarrow as pa
 
 from . import actions as A
 
-EXPORTABLE_LAYERS = ("frame",)
+EXPORTABLE_LAYERS = ("frame", "video", "pose")
+#: tables of one statistics row per recording: video-level artefacts only
+STATISTICS_LAYERS = ("video", "pose")
 
 
-def check_exportable(backbone: str, layer: str) -> None:
-    """A clear error for an actions table that a per-frame artefact cannot score."""
-    if backbone == "actions" and layer not in EXPORTABLE_LAYERS:
+def check_exportable(backbone: str, layer: str, level: str = "video") -> None:
+    """A clear error for an actions table that an artefact of ``level`` cannot score:
+    the statistics tables summarise a recording, so a frame-level artefact cannot."""
+    if backbone != "actions":
+        return
+    if layer not in EXPORTABLE_LAYERS:
+        raise ValueError(f"actions/{layer}: not an actions table ({EXPORTABLE_LAYERS})")
+    if level == "frame" and layer in STATISTICS_LAYERS:
         raise ValueError(
             f"actions/{layer}: a table of whole-recording statistics cannot be exported as "
-            f"a model that scores frames; export actions/frame (export.tables / nested."
-            f"tables), or another configuration")
+            f"a model that scores frames; export it with export.configuration: nested (a "
+            f"video-level artefact), or export actions/frame")
 
 
 def is_exportable(backbone: str, layer: str) -> bool:
+    """Whether the nested (video-level) export can take the table."""
     return backbone != "actions" or layer in EXPORTABLE_LAYERS
+
+
+def frame_names(backbone: Mapping[str, Any]) -> list[str]:
+    """The frame features a recording's mesh must give for the artefact's ``backbone``."""
+    p = A.params_for(dict((backbone.get("cfg") or {}).get("actions") or {}))
+    if backbone.get("layer", "frame") == "frame":
+        return list(backbone.get("feature_names") or A.feature_names("frame", p))
+    return A.feature_names("frame", p)
+
+
+def block_statistics(FP: np.ndarray, ts: np.ndarray, rows, backbone: Mapping[str, Any],
+                     with_pose: bool = False) -> np.ndarray:
+    """The statistics row of the artefact's layer (``video`` or ``pose``) from the frame
+    rows ``rows`` of ``FP`` (:func:`frame_feature_matrix`'s features with its pose
+    appended) at times ``ts``: exactly the actions stage's row when ``rows`` are all the
+    recording's frames with a mesh. ``pspi`` is recomputed over the block's own baseline
+    percentile; values pass through float32 as in the stage's table. ``with_pose``: the
+    pose statistics appended (pose regressed out at training)."""
+    from .posecontrol import pose_statistics
+
+    p = A.params_for(dict((backbone.get("cfg") or {}).get("actions") or {}))
+    names = frame_names(backbone)
+    B = np.asarray(FP, np.float64)[rows].astype(np.float32).astype(np.float64)
+    P = B[:, len(names):]
+    pose = pose_statistics(P)
+    if backbone["layer"] == "pose":
+        return pose
+    cols = {k: B[:, j] for j, k in enumerate(names)}
+    cols["pspi"] = (A.pspi(cols, float(p["baseline_percentile"])).astype(np.float32)
+                    .astype(np.float64) if len(B) else np.zeros(0))
+    stats, _ = A.statistics(cols, np.asarray(ts, np.float64)[rows], p)
+    return np.concatenate([stats, pose]) if with_pose else stats
 
 
 def actions_pipeline(study: Mapping[str, Any], layer: str, sources: Mapping[str, str],
@@ -82,13 +126,14 @@ def frame_feature_matrix(track: pa.Table, frames: Iterable | None,
     """(features, pose) per row of ``track``: the ``backbone["feature_names"]`` of the
     actions frame table (NaN rows: no mesh) and (yaw, pitch, roll).
 
+    For a statistics layer, the frame features its statistics are made of.
     ``frames``: the recording's decoded frames (objects with ``index`` and ``image``, RGB),
     streamed once for the wrinkle textures (None: textures NaN, which a model imputes)."""
     from .crop import align, encode_jpeg, transform_points
 
     params = dict((backbone.get("cfg") or {}).get("actions") or {})
     p = A.params_for(params)
-    names = list(backbone.get("feature_names") or A.feature_names("frame", p))
+    names = frame_names(backbone)
     act = A.video_actions(track, None, {**p, "texture": False})
     rows = track.column("frame").to_pylist()
     pos = {int(f): i for i, f in enumerate(rows)}

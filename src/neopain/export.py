@@ -1000,6 +1000,9 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
         raise ValueError(f"export: {cfg.label()} was evaluated with actions.pose_regression, "
                          "which a frame-level artefact does not hold; export it with "
                          "export.configuration: nested (the video-level artefact does)")
+    from .actionsmodel import check_exportable
+
+    check_exportable(cfg.backbone, cfg.layer, level="frame")
     pipeline, embed = study_pipeline(study, cfg.backbone, cfg.layer, sources, features)
     wsha = pipeline["backbone"]["weights_sha256"]
     wfile = pipeline["backbone"]["weights_file"]

@@ -328,6 +328,12 @@ class Predictor:
         self.video = model.video                 # a video-level model, or None
         self._F: np.ndarray | None = None        # video level: features of the frames
         self._baseline: dict | None = None       # video level: the baseline recording's
+        # an actions statistics table (actions/video, actions/pose): rows made per block
+        self.statistics = self.actions and b["layer"] != "frame"
+        self._Fs: np.ndarray | None = None
+        if self.statistics and self.video is None:
+            raise PredictionError(f"{model.path}: actions/{b['layer']} holds whole-recording "
+                                  "statistics; only a video-level artefact can score it")
         torch.set_grad_enabled(False)
 
     def _check_tracker(self) -> None:
@@ -434,6 +440,8 @@ class Predictor:
         function, the baseline's description)."""
         from .videoexport import window_scores
 
+        if self.statistics:
+            return self._statistics_scores(F, ts, ok)
         vs = self.video
         if vs.baseline == "none":                # the chosen model takes no baseline
             ref, source, n_ref = (np.zeros(F.shape[1]), np.ones(F.shape[1])), \
@@ -467,7 +475,11 @@ class Predictor:
         """Features of a baseline recording's tracked frames (video-level models)."""
         path = Path(path)
         _, qc, tr, _, feat_ok, _, _ = self._track_and_score(path, keep_features=True)
-        F, self._F = self._F[np.asarray(tr["ok"], bool) & feat_ok], None
+        mask = np.asarray(tr["ok"], bool) & feat_ok
+        F, self._F = self._F[mask], None
+        if self.statistics and len(F):           # the baseline recording's statistics row
+            F = self._block_row(self._Fs, np.asarray(tr["timestamp"], np.float64), mask)[None]
+        self._Fs = None
         if not len(F):
             raise PredictionError(f"baseline video {path}: no frame with a tracked face "
                                   f"({qc.get('error') or 'no face'}); cannot take a baseline")
@@ -633,7 +645,11 @@ class Predictor:
                                         self.crop_size, self.jpeg_quality)
         fin = np.isfinite(F).all(axis=1) & np.asarray(self._track.column("ok").to_pylist(),
                                                       bool)
-        if self._F is not None:
+        if self.statistics:               # frames with a mesh, for the block statistics
+            fin = np.isfinite(P).all(axis=1) & np.asarray(
+                self._track.column("ok").to_pylist(), bool)
+            self._F = self._Fs = np.hstack([F, P])
+        elif self._F is not None:
             if self.video.n_frame_pose:   # pose regressed out: frames carry their pose
                 F = np.hstack([F, P])
                 self._F = np.full(F.shape, np.nan, np.float32)
@@ -642,6 +658,62 @@ class Predictor:
             score[fin] = self.model.score(F[fin])
         feat_ok[:] = fin
         return int(fin.sum())
+
+    def _block_row(self, FP: np.ndarray, ts: np.ndarray, rows) -> np.ndarray:
+        from .actionsmodel import block_statistics
+
+        return block_statistics(FP, ts, rows, self.model.info["backbone"],
+                                self.video.n_frame_pose > 0)
+
+    def _statistics_scores(self, FP: np.ndarray, ts: np.ndarray, ok: np.ndarray):
+        """:meth:`_video_scores` of an actions statistics model: each block (the whole
+        recording, an epoch, the window around a frame) becomes the stage's statistics
+        row of that block as if it were a recording of its own, relative to the
+        baseline recording's whole-recording row (or the recording's own)."""
+        vs, cal = self.video, self.model.calibrator
+        dim = int(self.model.info["backbone"]["feature_dim"]) + (
+            vs.n_frame_pose if vs.n_frame_pose else 0)
+        base = {"method": vs.baseline, "source": "the recording itself", "n_frames": 0,
+                "pooling": self.model.info["video"]["pooling"],
+                "window_seconds": self.opt.window_seconds,
+                "statistics": "actions statistics of each block (whole recording, epoch, "
+                              "window) computed as if it were a recording of its own (its "
+                              "own baseline percentile); the model was trained on whole "
+                              "recordings, so only blocks as long as the training "
+                              "recordings are on the training rows' scale",
+                "recording_score": None, "recording_probability": None}
+        if not ok.any():
+            return np.full(len(ts), np.nan), None, base
+        whole = self._block_row(FP, ts, ok)[None]
+        if vs.baseline == "none":
+            ref, base["source"] = (np.zeros(dim), np.ones(dim)), "not used (baseline none)"
+        elif self.opt.baseline_video is not None:
+            if self._baseline is None:
+                ref_F = self.baseline_features(self.opt.baseline_video)
+                self._baseline = {"ref": vs.reference(ref_F), "n_frames": len(ref_F)}
+            ref, base["source"] = self._baseline["ref"], str(self.opt.baseline_video)
+            base["n_frames"] = self._baseline["n_frames"]
+        else:
+            ref, base["n_frames"] = vs.reference(whole), 1
+
+        def raw(rows) -> float:
+            return vs.score_block(vs.relative(self._block_row(FP, ts, rows)[None], ref))
+
+        rec = vs.score_block(vs.relative(whole, ref))
+        base["recording_score"] = rec
+        base["recording_probability"] = float(cal.apply(np.array([rec]))[0])
+        idx = np.flatnonzero(ok)
+        t, half = ts[idx], self.opt.window_seconds / 2.0
+        lo = np.searchsorted(t, t - half - 1e-9, side="left")
+        hi = np.searchsorted(t, t + half + 1e-9, side="right")
+        score = np.full(len(ts), np.nan)
+        for j, i in enumerate(idx):
+            score[i] = raw(idx[lo[j]:hi[j]])
+
+        def pooled(mask):
+            return float(cal.apply(np.array([raw(np.flatnonzero(mask))]))[0])
+
+        return score, pooled, base
 
     def annotate(self, path: str | os.PathLike, result: dict, out: str | os.PathLike) -> Path:
         """Write the processed frames with box, landmarks and probability (PHI!)."""

@@ -146,8 +146,13 @@ class VideoScorer:
 
     @property
     def n_frame_pose(self) -> int:
-        """Pose columns each frame must carry after its features (0 without pose)."""
-        return len(self.pose.get("angles", ())) if self.pose else 0
+        """Pose columns each model-input row must carry after its features in every
+        pooled block (0 without pose): yaw/pitch/roll for frame rows, the pose statistics
+        for a statistics table's rows (actions/video)."""
+        if not self.pose:
+            return 0
+        nb = 1 if self.frame_scores else len(self.stats)
+        return int(self.pose["n_pose"]) // nb
 
     def _split_pose(self, V: np.ndarray) -> np.ndarray:
         """Model-input rows (features + pose in every pooled block) -> features with the
