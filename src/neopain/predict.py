@@ -45,7 +45,11 @@ the model's statistics: each frame's ``score`` is the model's score of the ok fr
 within ``window_seconds / 2`` of it (default 4 s window), ``probability`` its
 calibration; each epoch's ``mean_probability`` is the calibrated score of the epoch's
 ok frames pooled as one recording (the decision rule is unchanged). Columns are the
-same.
+same. An ``actions/video`` or ``actions/pose`` model (one statistics row per training
+recording) scores the statistics row of each block -- the whole recording (summary
+``baseline.recording_probability``), each epoch, each window -- computed as if the block
+were a recording of its own (:func:`neopain.actionsmodel.block_statistics`; baseline:
+the baseline recording's whole-recording row).
 
 Outputs (:func:`write_outputs`, for source ``NAME``): ``NAME.frames.{parquet,csv}``,
 ``NAME.epochs.{parquet,csv}``, ``NAME.timeline.png`` (probability, smoothed line broken
