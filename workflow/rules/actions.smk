@@ -9,7 +9,6 @@ if ACTIONS:
     LAYER_TARGETS += [("actions", "frame"), ("actions", "video")]
 
 
-ruleorder: actions > extract
 ruleorder: gather_actions_video > gather_features
 
 

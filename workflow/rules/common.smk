@@ -1,6 +1,7 @@
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -20,6 +21,7 @@ from neopain.samples import (  # noqa: E402
     load_samples,
     missing_paths,
 )
+from neopain.shards import assign as assign_shards  # noqa: E402
 from neopain.studyconfig import (  # noqa: E402
     ConfigError,
     check_backbones,
@@ -51,6 +53,10 @@ for _rec in SAMPLES[["video_id", "subject_id", "path", "label"]].to_dict("record
     validate(_rec, schema="../schemas/samples.schema.yaml")
 
 VIDEOS = list(SAMPLES.index)
+# per-video work runs in stable shards of videos (neopain.shards, docs/scale.md): one job
+# per shard and stage, writing the same per-video files a per-video rule would
+SHARD_CFG = dict(config.get("shards") or {})
+SHARDS = assign_shards(VIDEOS, int(SHARD_CFG.get("count", 16)))
 SELECTORS = config["select"]["selectors"]
 LAYER_TARGETS = [(b, layer) for b, spec in BACKBONES.items() for layer in spec["layers"]]
 # texture baselines (texture.smk): enabled ones are one more backbone x layer ("grid")
@@ -86,6 +92,29 @@ def video_source(wildcards):
 def video_params(wildcards):
     row = SAMPLES.loc[wildcards.video]
     return {"video_id": row["video_id"], "path": row["abspath"]}
+
+
+_ABSPATH = dict(zip(SAMPLES.index, SAMPLES["abspath"]))
+
+
+def shard_sources(videos):
+    """Input function: the sources of a shard's videos (checked as video_source does)."""
+
+    def sources(wildcards):
+        found = (video_source(SimpleNamespace(video=v)) for v in videos)
+        return [p for p in found if p != []]
+
+    return sources
+
+
+def shard_videos(videos):
+    """The per-video params of a shard's videos (video_id, path), in shard order."""
+    return [{"video_id": v, "path": _ABSPATH[v]} for v in videos]
+
+
+def per_video(pattern, videos):
+    """``pattern`` with {video} filled in for each video of a shard (other wildcards kept)."""
+    return [pattern.replace("{video}", v) for v in videos]
 
 
 def stage(name):
