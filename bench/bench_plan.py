@@ -36,6 +36,8 @@ def pick_backbones(n_backbones: int, n_layers: int) -> dict:
 
         names = [b for b in PREFERRED if b in bb.REGISTRY]
         names += [b for b in sorted(bb.REGISTRY) if b not in names]
+        # backbones with at least n_layers known layers first (resnet50 has 3)
+        names.sort(key=lambda b: len(getattr(bb.REGISTRY[b], "taps", ()) or ()) < n_layers)
     except Exception:  # noqa: BLE001 - the registry is optional for planning
         bb, names = None, ["mobilenet_v2"]
     out = {}

@@ -14,10 +14,10 @@ def main(sm):
     p = sm.params
     torch.set_num_threads(max(1, sm.threads))
     backbone_cfg = dict(p.backbone_cfg)
-    net, sources = load_backbone(sm.wildcards.backbone, list(p.layers), p.weights_dir,
+    net, sources = load_backbone(p.backbone, list(p.layers), p.weights_dir,
                                  cfg=backbone_cfg)
     device = pick_device(p.device)
-    stage = {"backbone": sm.wildcards.backbone, "layers": list(p.layers), "dtype": p.dtype,
+    stage = {"backbone": p.backbone, "layers": list(p.layers), "dtype": p.dtype,
              "fast_decode": bool(p.fast_decode)}
     if backbone_cfg:
         stage["backbone_cfg"] = backbone_cfg

@@ -32,9 +32,10 @@ TINY_VIDEOS = [
 ]
 EXTRA_VIDEO = ("S055_003", "S055", "ckplus_sequences/disgust/S055_003", "pain")
 # per-video work runs in shard jobs (workflow/rules/track.smk, docs/scale.md): one rule per
-# stage and shard, named <stage>_<shard> (track_s03: track + crop + keyframes of shard s03)
+# stage and shard, named <stage>_<shard> (track_s03: track + crop + keyframes of shard s03;
+# extract_<backbone>_<shard>)
 SHARD_STAGES = ("track", "qc_montage", "strain", "extract")
-SHARD_RULE = re.compile(r"^(track|qc_montage|strain|extract)_(s\d+)$")
+SHARD_RULE = re.compile(r"^(track|qc_montage|strain|extract)(?:_\w+)?_(s\d+)$")
 
 
 def shard_stage(rule: str) -> tuple[str, str] | None:

@@ -98,7 +98,8 @@ def test_adding_a_video_schedules_exactly_its_shard_and_the_aggregations(clean):
     assert planned == expected, (planned, expected)
     by_shard = _tiny.job_counts(out, by_shard=True)
     shard_jobs = {r for r in by_shard if _tiny.shard_stage(r)}
-    assert shard_jobs == {f"{stage}_{shard}" for stage in _tiny.SHARD_STAGES}, by_shard
+    assert {_tiny.shard_stage(r) for r in shard_jobs} == {
+        (stage, shard) for stage in _tiny.SHARD_STAGES}, by_shard
     assert {"gather_features", "split", "select", "classify", "evaluate",
             "qc_summary"} <= set(by_shard), by_shard
     print(f"adding {new} schedules shard {shard} ({', '.join(shards[shard])}) "
