@@ -59,6 +59,7 @@ def make_clips(out: Path, n: int, seconds: float) -> list[Path]:
     import cv2
 
     per = int(round(seconds * FPS))
+    out.mkdir(parents=True, exist_ok=True)
     decoded = {name: list(_frames(SHARED / "videos" / name)) for name in SOURCES}
     starts = []
     for flip in (False, True):
@@ -74,6 +75,8 @@ def make_clips(out: Path, n: int, seconds: float) -> list[Path]:
         for img in decoded[name][s:s + per]:
             writer.write(cv2.flip(img, 1) if flip else img)
         writer.release()
+        if not path.is_file() or path.stat().st_size == 0:
+            sys.exit(f"could not write {path} (OpenCV mp4v writer)")
         clips.append(path)
     return clips
 
