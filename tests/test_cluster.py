@@ -38,8 +38,9 @@ SHARD_GROUP = "group_shards_"
 # stages a video had one job each for before shards: track, crop, keyframes, qc_montage,
 # strain and extract (one backbone in the tiny config)
 STAGES_PER_VIDEO_BEFORE = 6
+# a job's id is a number, a group job's a UUID
 SUBMITTED = re.compile(
-    r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+    r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
 def _cluster_up() -> str | None:
