@@ -18,7 +18,8 @@ subject-grouped CV and ``shards.count`` shards. Then, one after the other:
 
 Prints machine, versions, the wall times, the jobs of each run and two ratios: DAG wall
 / one process (target <= 1.25; the DAG also runs the aggregations: gather, split,
-select, classify, evaluate, nested search, report) and incremental / full (target <= 5%).
+select, classify, evaluate, nested search, report, while it runs ``--cores`` jobs side by
+side and the one process mostly on one core) and incremental / full (target <= 5%).
 Shared data absent: exits 2 saying so.
 """
 
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--keep", help="build the study in this folder and keep it")
     args = ap.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)   # progress shows in a redirected log
     if not (SHARED / "videos").is_dir():
         print(f"shared data absent ({SHARED}): nothing to benchmark", file=sys.stderr)
         return 2
