@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: venv demo demo-data mesh-weights report test test-fast test-cluster bench-plan bench-actions lint clean
+.PHONY: venv demo demo-data mesh-weights report test test-fast test-cluster bench-plan bench-study bench-actions lint clean
 
 venv: $(VENV)/.installed
 
@@ -72,6 +72,10 @@ test-cluster: venv mesh-weights
 
 bench-plan: venv
 	$(PY) bench/bench_plan.py
+
+# An N-clip study through the DAG vs one process, and adding a clip (docs/scale.md)
+bench-study: venv mesh-weights
+	$(PY) bench/bench_study.py --clips 40
 
 bench-track: venv mesh-weights
 	$(PY) bench/track_fps.py

@@ -1,5 +1,6 @@
 # neopain: neonatal pain recognition from facial expressions by transfer learning.
-# Stages: track -> crop -> keyframes -> extract -> split -> select -> classify -> evaluate.
+# Stages: track -> crop -> keyframes (one decode pass, per shard of videos) -> extract
+# -> split -> select -> classify -> evaluate.
 # One rule file per stage; configuration and sample sheet are validated in common.smk.
 
 
@@ -9,7 +10,6 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/track.smk"
 include: "workflow/rules/crop.smk"
-include: "workflow/rules/keyframes.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/texture.smk"
 include: "workflow/rules/actions.smk"

@@ -1,6 +1,7 @@
-"""Snakemake entry point: deep features of one video for one backbone (all its layers)."""
+"""Snakemake entry point: deep features of one shard of videos for one backbone (all its
+layers); the network is loaded once per shard (see neopain.shards). Per-video tables."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain import provenance, runtime, shards
 
 
 def main(sm):
@@ -13,23 +14,27 @@ def main(sm):
     p = sm.params
     torch.set_num_threads(max(1, sm.threads))
     backbone_cfg = dict(p.backbone_cfg)
-    net, sources = load_backbone(sm.wildcards.backbone, list(p.layers), p.weights_dir,
+    net, sources = load_backbone(p.backbone, list(p.layers), p.weights_dir,
                                  cfg=backbone_cfg)
     device = pick_device(p.device)
-    table = extract_video(net, p.video["video_id"], pq.read_table(sm.input.crops),
-                          pq.read_table(sm.input.keyframes), batch_size=p.batch_size,
-                          device=device, precision=p.precision, dtype=p.dtype,
-                          workers=p.workers, fast_decode=p.fast_decode)
-    ups = [provenance.read_provenance(sm.input.crops)]
-    stage = {"backbone": sm.wildcards.backbone, "layers": list(p.layers), "dtype": p.dtype,
+    stage = {"backbone": p.backbone, "layers": list(p.layers), "dtype": p.dtype,
              "fast_decode": bool(p.fast_decode)}
     if backbone_cfg:
         stage["backbone_cfg"] = backbone_cfg
-    prov = provenance.make_provenance(
-        sm.rule, stage, sources, upstream=ups,
-        params={**stage, "device": device.type,
-                "precision": precision_name(device, p.precision)})
-    provenance.write_table(table, sm.output[0], prov)
+
+    def one(i):
+        crops = sm.input.crops[i]
+        table = extract_video(net, p.videos[i]["video_id"], pq.read_table(crops),
+                              pq.read_table(sm.input.keyframes[i]), batch_size=p.batch_size,
+                              device=device, precision=p.precision, dtype=p.dtype,
+                              workers=p.workers, fast_decode=p.fast_decode)
+        prov = provenance.make_provenance(
+            "extract", stage, sources, upstream=[provenance.read_provenance(crops)],
+            params={**stage, "device": device.type,
+                    "precision": precision_name(device, p.precision)})
+        provenance.write_table(table, sm.output[i], prov)
+
+    shards.run_videos(sm, one)
 
 
 runtime.run(snakemake, main, cnn=True)  # noqa: F821

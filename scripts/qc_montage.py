@@ -1,6 +1,6 @@
-"""Snakemake entry point: QC montage PNG of one video (see neopain.qc)."""
+"""Snakemake entry point: QC montage PNGs of one shard of videos (see neopain.qc)."""
 import _bootstrap  # noqa: F401
-from neopain import runtime
+from neopain import runtime, shards
 
 
 def main(sm):
@@ -11,12 +11,16 @@ def main(sm):
     from neopain.qc import faces_mode, montage, write_png
 
     cfg = dict(sm.params.report)
-    img = montage(pq.read_table(sm.input.crops), pq.read_table(sm.input.track),
-                  json.loads(open(sm.input.qc).read()),
-                  show_faces=faces_mode(cfg.get("show_faces", False)),
-                  n_tiles=int(cfg.get("montage_tiles", 16)),
-                  crop_size=int(sm.params.crop_size))
-    write_png(img, sm.output[0])
+
+    def one(i):
+        img = montage(pq.read_table(sm.input.crops[i]), pq.read_table(sm.input.tracks[i]),
+                      json.loads(open(sm.input.qc[i]).read()),
+                      show_faces=faces_mode(cfg.get("show_faces", False)),
+                      n_tiles=int(cfg.get("montage_tiles", 16)),
+                      crop_size=int(sm.params.crop_size))
+        write_png(img, sm.output[i])
+
+    shards.run_videos(sm, one)
 
 
 runtime.run(snakemake, main)  # noqa: F821

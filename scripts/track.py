@@ -1,50 +1,66 @@
-"""Snakemake entry point: track one video (see neopain.track)."""
+"""Snakemake entry point: track, crop and keyframes of one shard of videos, one decode
+pass per video (see neopain.framepass, neopain.shards); per-video outputs and logs."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain import provenance, runtime, shards
 
 
-_T0 = []
+class _Progress:
+    def __init__(self):
+        import time
 
+        self.clock, self.t0 = time.perf_counter, time.perf_counter()
 
-def _progress(n_frames):
-    import time
-
-    if not _T0:
-        _T0.append(time.perf_counter() - 1e-9)
-    if n_frames % 100 == 0:
-        elapsed = time.perf_counter() - _T0[0]
-        runtime.logging.getLogger("neopain.track").info(
-            "%d frames tracked in %.1f s (%.1f frames/s)", n_frames, elapsed,
-            n_frames / max(elapsed, 1e-9))
+    def __call__(self, n_frames):
+        if n_frames % 100 == 0:
+            elapsed = self.clock() - self.t0
+            runtime.logging.getLogger("neopain.track").info(
+                "%d frames tracked in %.1f s (%.1f frames/s)", n_frames, elapsed,
+                n_frames / max(elapsed, 1e-9))
 
 
 def main(sm):
-    from neopain.track import build_detector, params_from_config, track_video
+    from neopain.framepass import DEFAULT_MAX_BYTES, track_crop_keyframes
+    from neopain.track import build_detector, params_from_config
     from neopain.video import source_sha256
 
     p = sm.params
-    cfg = dict(p.track)
-    detector, refiner = build_detector(cfg)
-    table, qc = track_video(
-        p.video["path"], detector, params=params_from_config(cfg), refiner=refiner,
-        fps_for_images=p.fps_for_images, on_error=cfg.get("on_error", "record"),
-        progress=_progress,
-    )
-    info = qc["detector"]
-    sources = {f"video:{p.video['video_id']}": source_sha256(p.video["path"])}
-    sources.update({f"weights:{k}": v for k, v in info.get("weights", {}).items()})
-    if "refiner" in info:
-        sources.update({f"weights:{k}": v for k, v in info["refiner"].get("weights", {}).items()})
-    prov = provenance.make_provenance(
-        sm.rule, runtime.stage_config(sm), sources,
-        params={"detector": info, **cfg})
-    qc = {**qc, "video_id": p.video["video_id"], "path": p.video["path"]}
-    provenance.write_table(table, sm.output.table, prov)
-    provenance.write_json(qc, sm.output.qc)
-    if qc["status"] == "error":
-        runtime.logging.getLogger("neopain.track").error(
-            "%s: recorded as an error (track.on_error: record), %d frame(s) kept: %s",
-            p.video["path"], qc["n_frames"], qc["error"])
+    cfg, crop_cfg, kf_cfg = dict(p.track), dict(p.crop), dict(p.keyframes)
+    detector, refiner = build_detector(cfg)     # once per shard: the start-up paid once
+    track_params = params_from_config(cfg)
+    max_bytes = int(p.shards.get("keep_frames_mb", DEFAULT_MAX_BYTES >> 20)) << 20
+
+    def one(i):
+        video = p.videos[i]
+        table, qc, crops, keyframes = track_crop_keyframes(
+            video["path"], detector, refiner, track_params=track_params, crop_cfg=crop_cfg,
+            keyframes_cfg=kf_cfg, fps_for_images=p.fps_for_images,
+            on_error=cfg.get("on_error", "record"), max_bytes=max_bytes, progress=_Progress())
+        # provenance as the per-video rules track, crop and keyframes record it
+        info = qc["detector"]
+        sources = {f"video:{video['video_id']}": source_sha256(video["path"])}
+        sources.update({f"weights:{k}": v for k, v in info.get("weights", {}).items()})
+        if "refiner" in info:
+            sources.update({f"weights:{k}": v
+                            for k, v in info["refiner"].get("weights", {}).items()})
+        stage = {"video": video, "track": cfg, "fps_for_images": p.fps_for_images}
+        prov = provenance.make_provenance("track", stage, sources,
+                                          params={"detector": info, **cfg})
+        qc = {**qc, "video_id": video["video_id"], "path": video["path"]}
+        provenance.write_table(table, sm.output.tracks[i], prov)
+        provenance.write_json(qc, sm.output.qc[i])
+        if qc["status"] == "error":
+            runtime.logging.getLogger("neopain.track").error(
+                "%s: recorded as an error (track.on_error: record), %d frame(s) kept: %s",
+                video["path"], qc["n_frames"], qc["error"])
+        prov_crop = provenance.make_provenance(
+            "crop", {"video": video, "crop": crop_cfg, "fps_for_images": p.fps_for_images},
+            upstream=[prov], params=crop_cfg)
+        provenance.write_table(crops, sm.output.crops[i], prov_crop)
+        prov_kf = provenance.make_provenance("keyframes", {"keyframes": kf_cfg},
+                                             upstream=[prov_crop], params=kf_cfg)
+        provenance.write_table(keyframes, sm.output.keyframes[i], prov_kf)
+
+    shards.run_videos(sm, one, logs=list(sm.log.videos))
 
 
 runtime.run(snakemake, main)  # noqa: F821

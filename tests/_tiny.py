@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,17 @@ TINY_VIDEOS = [
     ("S125_007", "S125", "ckplus_sequences/surprise/S125_007", "no_pain"),
 ]
 EXTRA_VIDEO = ("S055_003", "S055", "ckplus_sequences/disgust/S055_003", "pain")
-PER_VIDEO_RULES = ("track", "crop", "keyframes", "extract")
+# per-video work runs in shard jobs (workflow/rules/track.smk, docs/scale.md): one rule per
+# stage and shard, named <stage>_<shard> (track_s03: track + crop + keyframes of shard s03;
+# extract_<backbone>_<shard>)
+SHARD_STAGES = ("track", "qc_montage", "strain", "extract")
+SHARD_RULE = re.compile(r"^(track|qc_montage|strain|extract)(?:_\w+)?_(s\d+)$")
+
+
+def shard_stage(rule: str) -> tuple[str, str] | None:
+    """(stage, shard) of a shard job's rule name, None for any other rule."""
+    m = SHARD_RULE.match(rule)
+    return (m.group(1), m.group(2)) if m else None
 
 
 def write_sheet(path: Path, videos) -> Path:
@@ -53,6 +64,8 @@ def tiny_config(work: Path, shared_data: Path, videos=TINY_VIDEOS) -> dict:
     cfg["protocols"] = {"loso": {"kind": "loso"}}
     cfg["select"] = {"k": [5], "selectors": {"relieff": {"n_neighbors": 10}}}
     cfg["classify"] = {"classifiers": {"nb": {}}}
+    # 3 shards: s1 = S106_006 + S125_008, s2 = S106_004 + S125_007 (+ EXTRA_VIDEO when added)
+    cfg["shards"] = {**(cfg.get("shards") or {}), "count": 3}
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return cfg
 
@@ -76,8 +89,11 @@ def snakemake(work: Path, *args: str, check: bool = True, prefix: list[str] | No
     return proc
 
 
-def job_counts(output: str) -> dict[str, int]:
-    """Rule -> job count from Snakemake's 'Job stats' table (empty when nothing to do)."""
+def job_counts(output: str, by_shard: bool = False) -> dict[str, int]:
+    """Rule -> job count from Snakemake's 'Job stats' table (empty when nothing to do).
+
+    Shard jobs count under their stage (``track_s03`` -> ``track``) unless ``by_shard``.
+    """
     counts, in_stats = {}, False
     for line in output.splitlines():
         if line.startswith("Job stats:"):
@@ -86,7 +102,10 @@ def job_counts(output: str) -> dict[str, int]:
         if in_stats:
             parts = line.split()
             if len(parts) == 2 and parts[1].isdigit():
-                counts[parts[0]] = int(parts[1])
+                rule = parts[0]
+                if not by_shard and shard_stage(rule):
+                    rule = shard_stage(rule)[0]
+                counts[rule] = counts.get(rule, 0) + int(parts[1])
             elif not parts and counts:
                 break
     counts.pop("total", None)

@@ -5,8 +5,12 @@ starts the daemons (tests/cluster/slurm_local.sh: one node, a fake GPU through g
 this module with NEOPAIN_SLURM_TEST=1 and stops the daemons by PID. Here the whole tiny DAG
 runs through `snakemake --executor slurm` with the project's profile profiles/slurm; every
 submitted job is then looked up in the controller (`scontrol show job`) and in SLURM's job
-completion records, and the GPU rule must have asked for a GPU (`--gpus=1` ->
-TresPerJob=gres:gpu:1) while the others must not. Job ids and GPU requests are printed.
+completion records, and a submission that runs a GPU rule (the group job of the shards,
+which holds extract) must have asked for a GPU (`--gpus=1` -> TresPerJob=gres:gpu:1) while
+the others must not. The per-video work runs in shard jobs grouped into few submissions
+(docs/scale.md): the number of `sbatch` calls is printed and must be smaller than the
+number of per-video jobs the same DAG had before shards (one per video and stage).
+Job ids and GPU requests are printed.
 
 Skipped in plain `make test` (and never calls scontrol there: with the slurm plugin
 installed and a stale /etc/slurm/slurm.conf, each scontrol call would wait ~10 s).
@@ -28,8 +32,15 @@ import _tiny
 
 pytestmark = pytest.mark.slow
 GPU_RULES = {"extract", "finetune"}
+# a group job of the shard jobs (group "shards" in workflow/rules) is logged under
+# group_shards_<its rules>/ and commented rule_shards_<its rules>
+SHARD_GROUP = "group_shards_"
+# stages a video had one job each for before shards: track, crop, keyframes, qc_montage,
+# strain and extract (one backbone in the tiny config)
+STAGES_PER_VIDEO_BEFORE = 6
+# a job's id is a number, a group job's a UUID
 SUBMITTED = re.compile(
-    r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+    r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
 def _cluster_up() -> str | None:
@@ -86,18 +97,22 @@ def slurm_run(tmp_path_factory, shared_data):
     for _, slurm_id, log in SUBMITTED.findall(out):
         rule = Path(log).relative_to(work / ".snakemake" / "slurm_logs").parts[0]
         jobs.append((rule.removeprefix("rule_"), slurm_id, log))
-    return work, jobs, out, elapsed
+    return work, jobs, out, elapsed, _tiny.job_counts(out)
 
 
 def test_dag_ran_on_slurm_and_gpu_rules_asked_for_a_gpu(slurm_run, capsys):
-    work, jobs, out, elapsed = slurm_run
+    work, jobs, out, elapsed, counts = slurm_run
     assert jobs, out[-4000:]
     infos = [(rule, slurm_id, log, scontrol_job(slurm_id)) for rule, slurm_id, log in jobs]
     base = Path(os.environ.get("NEOPAIN_SLURM_BASE", "/tmp/neopain-slurm"))
     comp = jobcomp_records(base / "log" / "jobcomp.txt")
     with capsys.disabled():
-        print(f"\n== SLURM run of the tiny DAG: {len(jobs)} jobs in {elapsed:.0f} s "
-              f"(snakemake --executor slurm --workflow-profile profiles/slurm)")
+        n_jobs = sum(counts.values())
+        before = STAGES_PER_VIDEO_BEFORE * len(_tiny.TINY_VIDEOS)
+        print(f"\n== SLURM run of the tiny DAG: {len(jobs)} sbatch submissions for {n_jobs} "
+              f"Snakemake jobs in {elapsed:.0f} s (snakemake --executor slurm "
+              f"--workflow-profile profiles/slurm); before shards the per-video work alone "
+              f"was {before} jobs, each its own submission")
         print(f"{'rule':<16} {'jobid':>5}  {'state':<10} {'GPU request':<12} "
               f"{'TRES':<34} time limit")
         for rule, slurm_id, _, info in infos:
@@ -108,14 +123,18 @@ def test_dag_ran_on_slurm_and_gpu_rules_asked_for_a_gpu(slurm_run, capsys):
             print(f"job completion records ({base}/log/jobcomp.txt): "
                   f"{sum(c.get('JobState') == 'COMPLETED' for c in comp.values())} COMPLETED")
     rules = {r for r, _, _ in jobs}
-    assert {"track", "crop", "keyframes", "extract", "gather_features", "select",
-            "classify", "evaluate"} <= rules, rules
-    assert sum(r == "extract" for r, _, _ in jobs) == len(_tiny.TINY_VIDEOS)
+    assert {"gather_features", "select", "classify", "evaluate"} <= rules, rules
+    assert not {r for r in rules if _tiny.shard_stage(r)}, rules   # all inside the groups
+    # the shard jobs (track, qc_montage, strain, extract of each shard) went out grouped
+    assert counts["extract"] >= 2 and sum(r.startswith(SHARD_GROUP) for r in rules) == 1, jobs
+    assert len(jobs) < STAGES_PER_VIDEO_BEFORE * len(_tiny.TINY_VIDEOS), len(jobs)
+    assert len(jobs) < sum(counts.values()), (len(jobs), counts)
     for rule, slurm_id, log, info in infos:
         assert info["JobState"] == "COMPLETED", (rule, slurm_id, info)
-        assert info["Comment"].startswith(f"rule_{rule}"), info["Comment"]
+        name = "shards_" if rule.startswith(SHARD_GROUP) else rule
+        assert info["Comment"].startswith(f"rule_{name}"), info["Comment"]
         gpu = info.get("TresPerJob", "")
-        if rule in GPU_RULES:
+        if rule in GPU_RULES or rule.startswith(SHARD_GROUP):
             assert re.fullmatch(r"gres:gpu:1", gpu), (rule, slurm_id, gpu)
         else:
             assert "gpu" not in gpu, (rule, slurm_id, gpu)
@@ -123,12 +142,12 @@ def test_dag_ran_on_slurm_and_gpu_rules_asked_for_a_gpu(slurm_run, capsys):
         if comp:
             assert comp[slurm_id]["JobState"] == "COMPLETED", comp[slurm_id]
     # the submission itself: the plugin's sbatch call for a GPU rule carried --gpus=1
-    gpu_calls = [ln for ln in out.splitlines() if "sbatch call" in ln and "rule_extract" in ln]
+    gpu_calls = [ln for ln in out.splitlines() if "sbatch call" in ln and "rule_shards" in ln]
     assert gpu_calls and all("--gpus=1" in ln for ln in gpu_calls), gpu_calls[:2]
 
 
 def test_slurm_run_results_match_the_local_pipeline(slurm_run):
-    work, _, _, _ = slurm_run
+    work, *_ = slurm_run
     t5 = pq.read_table(work / "results/evaluation/table5.parquet").to_pandas()
     assert len(t5) == 1 and t5["layer"].tolist() == ["penultimate"]
     assert (work / "results/provenance/run.json").is_file()
@@ -139,5 +158,5 @@ def test_slurm_run_results_match_the_local_pipeline(slurm_run):
 
 
 def test_nothing_left_to_do_after_the_slurm_run(slurm_run):
-    work, _, _, _ = slurm_run
+    work, *_ = slurm_run
     assert _tiny.dry_run_jobs(work) == {}

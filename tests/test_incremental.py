@@ -5,7 +5,8 @@ backbone/layer/protocol/selector, k=[5], nb) is shared with tests/test_provenanc
 Against it:
 
 * incremental: from Snakemake's dry-run job list, a no-change rerun schedules nothing;
-  adding a video schedules exactly that video's per-video jobs plus the aggregations;
+  adding a video schedules exactly its shard's jobs (per-video work runs in shards of
+  videos, docs/scale.md) plus the aggregations;
   changing a selector parameter schedules only select and what follows;
 * crash safety: a second run is SIGKILLed (the whole process group, as a node failure
   would) in the middle of its per-video jobs, then rerun (`--unlock`, then the workflow
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import _tiny
 
@@ -75,23 +77,33 @@ def downstream_rules(work: Path, rule: str) -> set[str]:
     return seen
 
 
-def test_adding_a_video_schedules_exactly_its_jobs_and_the_aggregations(clean):
+def test_adding_a_video_schedules_exactly_its_shard_and_the_aggregations(clean):
+    """Per-video work runs in shards (docs/scale.md): the new video's shard is redone (its
+    other videos too: at most one batch), no other shard, then the aggregations."""
+    from neopain.shards import assign
+
     _tiny.write_sheet(clean / "grown.tsv", [*_tiny.TINY_VIDEOS, _tiny.EXTRA_VIDEO])
     grown = "grown.tsv"
     proc = _tiny.snakemake(clean, "--dry-run", "--config", f"samples={grown}")
     out = proc.stdout + proc.stderr
     planned = sorted(planned_jobs(out))
     new = _tiny.EXTRA_VIDEO[0]
-    # expected: every job of the grown DAG except the per-video jobs of the videos done
+    count = yaml.safe_load((clean / "config.yaml").read_text())["shards"]["count"]
+    shards = assign([v[0] for v in (*_tiny.TINY_VIDEOS, _tiny.EXTRA_VIDEO)], count)
+    shard = next(name for name, vids in shards.items() if new in vids)
+    assert len(shards) > 1 and len(shards[shard]) > 1, shards   # a real batch, not alone
+    # expected: every job of the grown DAG except the shard jobs of the other shards
     expected = sorted(j for j in all_jobs(clean, "--config", f"samples={grown}")
-                      if "video=" not in j[1] or f"video={new}" in j[1])
+                      if not _tiny.shard_stage(j[0]) or _tiny.shard_stage(j[0])[1] == shard)
     assert planned == expected, (planned, expected)
-    counts = _tiny.job_counts(out)
-    for rule in _tiny.PER_VIDEO_RULES:
-        assert counts[rule] == 1, counts
+    by_shard = _tiny.job_counts(out, by_shard=True)
+    shard_jobs = {r for r in by_shard if _tiny.shard_stage(r)}
+    assert {_tiny.shard_stage(r) for r in shard_jobs} == {
+        (stage, shard) for stage in _tiny.SHARD_STAGES}, by_shard
     assert {"gather_features", "split", "select", "classify", "evaluate",
-            "qc_summary"} <= set(counts), counts
-    print("adding a video schedules:", counts)
+            "qc_summary"} <= set(by_shard), by_shard
+    print(f"adding {new} schedules shard {shard} ({', '.join(shards[shard])}) "
+          f"of {len(shards)} and the aggregations: {by_shard}")
 
 
 def test_changing_a_selector_parameter_reruns_only_selection_and_downstream(clean):
@@ -103,25 +115,38 @@ def test_changing_a_selector_parameter_reruns_only_selection_and_downstream(clea
     planned = sorted(planned_jobs(out))
     down = downstream_rules(clean, "select")
     assert {"select", "classify", "evaluate", "all"} <= down
-    assert not down & {"track", "crop", "keyframes", "extract", "gather_features", "split"}
+    assert not down & {"gather_features", "split"}
+    assert not {r for r in down if _tiny.shard_stage(r)}
     expected = sorted(j for j in all_jobs(clean, configfile=cfg) if j[0] in down)
     assert planned == expected, (planned, expected)
     assert _tiny.job_counts(out)["select"] == 1
     print("changing a selector parameter schedules:", _tiny.job_counts(out))
 
 
-def _per_video_done(work: Path) -> tuple[int, int]:
-    """(crops written, per-video feature tables written).
+def _per_video_done(work: Path) -> tuple[int, int, int]:
+    """(crops written, per-video feature tables written, track shard jobs finished).
 
-    A crop job starts only after Snakemake has registered its video's track job as
-    finished, so each crop on disk means one track job that a rerun must not redo.
+    A shard's qc_montage, strain and extract jobs start only after Snakemake has registered
+    its track job as finished, so a shard with any of their outputs on disk has a track job
+    that a rerun must not redo.
     """
+    from neopain.shards import assign
+
     crops = len(list((work / "results" / "crops").glob("*.parquet")))
     feats = len(list((work / "results" / "features").glob("*/_per_video/*.parquet")))
-    return crops, feats
+    count = yaml.safe_load((work / "config.yaml").read_text())["shards"]["count"]
+    after_track = [*(work / "results" / "qc").glob("*.montage.png"),
+                   *(work / "results" / "strain").glob("*.parquet"),
+                   *(work / "results" / "features").glob("*/_per_video/*.parquet")]
+    done = {p.name.split(".")[0] for p in after_track}
+    shards = assign([v[0] for v in _tiny.TINY_VIDEOS], count)
+    tracked = sum(bool(done & set(vids)) for vids in shards.values())
+    return crops, feats, tracked
 
 
 def test_sigkill_mid_run_then_rerun_gives_identical_tables(clean, tmp_path, shared_data):
+    from neopain.shards import assign
+
     work = tmp_path / "crash"
     work.mkdir()
     _tiny.tiny_config(work, shared_data)
@@ -132,7 +157,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_tables(clean, tmp_path, shar
     deadline = time.monotonic() + 600
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            crops, feats = _per_video_done(work)
+            crops, feats, _ = _per_video_done(work)
             # mid per-video work: some videos tracked, not every video extracted yet
             if crops >= 1 and feats < n_videos:
                 break
@@ -147,14 +172,16 @@ def test_sigkill_mid_run_then_rerun_gives_identical_tables(clean, tmp_path, shar
     killed_at = _per_video_done(work)
     assert not (work / "results" / "evaluation").exists()
     incomplete = list((work / ".snakemake" / "incomplete").rglob("*"))
-    print(f"killed with (crops, per-video features) = {killed_at}; "
+    print(f"killed with (crops, per-video features, track shards done) = {killed_at}; "
           f"{sum(p.is_file() for p in incomplete)} outputs marked incomplete")
     _tiny.snakemake(work, "--unlock")
     rerun = _tiny.snakemake(work, "--rerun-incomplete")
     out = rerun.stdout + rerun.stderr
     counts = _tiny.job_counts(out)
-    # the rerun did not redo the per-video work that had finished before the kill
-    assert counts.get("track", 0) <= n_videos - killed_at[0], counts
+    # the rerun did not redo the track shard jobs that had finished before the kill
+    n_shards = len(assign([v[0] for v in _tiny.TINY_VIDEOS],
+                          yaml.safe_load((work / "config.yaml").read_text())["shards"]["count"]))
+    assert counts.get("track", 0) <= n_shards - killed_at[2], counts
     print(f"rerun after the kill: {counts}")
     content, raw = _tiny.compare_runs(clean, work)
     assert content == [], f"tables differ from the uninterrupted run: {content}"

@@ -62,7 +62,9 @@ def test_run_record_lists_every_output_with_rule_inputs_and_hashes(clean):
     assert rec["weights"]["mobilenet_v2-b0353104.pth"]["sha256"].startswith("b0353104")
     assert rec["weights"]["mobilenet_v2-b0353104.pth"]["path"]
     track = rec["outputs"][f"results/tracks/{_tiny.TINY_VIDEOS[0][0]}.parquet"]
-    assert track["rule"] == "track" and track["log"]
+    # made by a shard job (track_<shard>), recorded with the stage's provenance and own log
+    assert track["rule"].startswith("track_s") and track["provenance"]["rule"] == "track"
+    assert f"logs/track/{_tiny.TINY_VIDEOS[0][0]}.log" in track["log"]
 
 
 def test_verify_passes_on_the_run(clean, capsys):

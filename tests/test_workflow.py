@@ -137,8 +137,13 @@ def test_qc_montages_for_every_video(run):
 
 
 def test_on_error_fail_fails_only_that_job(run, tmp_path):
-    """track.on_error=fail: the corrupt video's job fails, --keep-going runs the others."""
+    """track.on_error=fail: the corrupt video's shard job fails, --keep-going runs the other
+    shards (a shard that fails loses its other videos' outputs: docs/scale.md)."""
+    from neopain.shards import shard_of
+
     work, cfg, _ = run
+    count = cfg["shards"]["count"]
+    assert shard_of("corrupt", count) != shard_of("S055_003", count)
     other = tmp_path / "wf_fail"
     other.mkdir()
     cfg2 = {**cfg, "track": {**cfg["track"], "on_error": "fail"}}
@@ -224,7 +229,8 @@ def test_adding_a_video_reruns_only_that_video_and_aggregations(run):
     counts = job_counts(proc.stdout + proc.stderr)
     n_agg = len(LAYERS) * len(cfg["protocols"]) * len(cfg["select"]["selectors"])
     assert counts == {
-        "track": 1, "crop": 1, "keyframes": 1, "extract": 1, "qc_summary": 1, "qc_montage": 1,
+        # shard jobs (docs/scale.md): S130_012's shard (with S111_006 and corrupt) is redone
+        "track": 1, "extract": 1, "qc_summary": 1, "qc_montage": 1,
         "gather_features": len(LAYERS), "split": len(cfg["protocols"]),
         "select": n_agg, "classify": n_agg, "evaluate": 1, "all": 1, "report_pages": 1,
         # strain on by default: the video's strain signal, the strain table of all

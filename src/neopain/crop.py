@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
 import pyarrow as pa
 
-from .video import iter_frames
+from .video import Frame, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,12 @@ def crop_video(
     size: int = 224,
     jpeg_quality: int = 95,
     fps_for_images: float = 30.0,
+    frames: Iterable[Frame] | None = None,
 ) -> pa.Table:
     """Re-stream a source and align every frame the track marks ``ok``.
+
+    ``frames`` replaces decoding ``path``: the frames the tracker read, kept in memory
+    (:mod:`neopain.framepass`: track, crop and keyframes in one decode pass).
 
     The frames are matched to the track by index; a timestamp that differs
     from the track's (by more than 1 us) or an ok frame the source no longer
@@ -193,8 +197,12 @@ def crop_video(
     cols: dict[str, list[Any]] = {f.name: [] for f in CROP_SCHEMA}
     if ok_rows:
         last = max(ok_rows)
-        for fr in iter_frames(path, fps_for_images=fps_for_images, max_frames=last + 1,
-                              on_bad_image=_skip_bad_image):
+        source = frames if frames is not None else iter_frames(
+            path, fps_for_images=fps_for_images, max_frames=last + 1,
+            on_bad_image=_skip_bad_image)
+        for fr in source:
+            if fr.index > last:
+                break
             row = ok_rows.get(fr.index)
             if row is None:
                 continue

@@ -18,7 +18,6 @@ if ACTIONS:
         ACTIONS_TARGETS = expand("results/actions/intensity/{protocol}.md", protocol=PROTOCOLS)
 
 
-ruleorder: actions > extract
 ruleorder: gather_actions_video > gather_features
 
 

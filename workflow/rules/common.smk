@@ -1,6 +1,7 @@
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -20,6 +21,7 @@ from neopain.samples import (  # noqa: E402
     load_samples,
     missing_paths,
 )
+from neopain.shards import assign as assign_shards  # noqa: E402
 from neopain.studyconfig import (  # noqa: E402
     ConfigError,
     check_backbones,
@@ -47,10 +49,15 @@ try:
         check_backbones(BACKBONES)
 except (SampleSheetError, ConfigError) as exc:
     raise WorkflowError(str(exc)) from None
-for _rec in SAMPLES[["video_id", "subject_id", "path", "label"]].to_dict("records"):
-    validate(_rec, schema="../schemas/samples.schema.yaml")
+# the sheet's rows against the schema, loaded once (not once per row: 10,000-video sheets)
+validate(SAMPLES[["video_id", "subject_id", "path", "label"]].reset_index(drop=True),
+         schema="../schemas/samples.schema.yaml", set_default=False)
 
 VIDEOS = list(SAMPLES.index)
+# per-video work runs in stable shards of videos (neopain.shards, docs/scale.md): one job
+# per shard and stage, writing the same per-video files a per-video rule would
+SHARD_CFG = dict(config.get("shards") or {})
+SHARDS = assign_shards(VIDEOS, int(SHARD_CFG.get("count", 16)))
 SELECTORS = config["select"]["selectors"]
 LAYER_TARGETS = [(b, layer) for b, spec in BACKBONES.items() for layer in spec["layers"]]
 # texture baselines (texture.smk): enabled ones are one more backbone x layer ("grid")
@@ -67,12 +74,15 @@ wildcard_constraints:
 
 
 _PATHS_CHECKED = []
+# video_id -> absolute source path, looked up per job while planning (SAMPLES.loc would
+# deep-copy the sheet's attrs on every lookup: minutes for 10,000 videos)
+_ABSPATH = dict(zip(SAMPLES.index, SAMPLES["abspath"]))
 
 
 def video_source(wildcards):
     """The video's path; every sheet path is checked once, when the DAG is built: a real
     run stops naming each missing path's line, a dry run warns and plans without it."""
-    path = SAMPLES.loc[wildcards.video, "abspath"]
+    path = _ABSPATH[wildcards.video]  # a dict: SAMPLES.loc deep-copies the sheet's attrs
     if not _PATHS_CHECKED:
         _PATHS_CHECKED.append(True)
         problems = missing_paths(SAMPLES)
@@ -84,8 +94,27 @@ def video_source(wildcards):
 
 
 def video_params(wildcards):
-    row = SAMPLES.loc[wildcards.video]
-    return {"video_id": row["video_id"], "path": row["abspath"]}
+    return {"video_id": wildcards.video, "path": _ABSPATH[wildcards.video]}
+
+
+def shard_sources(videos):
+    """Input function: the sources of a shard's videos (checked as video_source does)."""
+
+    def sources(wildcards):
+        found = (video_source(SimpleNamespace(video=v)) for v in videos)
+        return [p for p in found if p != []]
+
+    return sources
+
+
+def shard_videos(videos):
+    """The per-video params of a shard's videos (video_id, path), in shard order."""
+    return [{"video_id": v, "path": _ABSPATH[v]} for v in videos]
+
+
+def per_video(pattern, videos):
+    """``pattern`` with {video} filled in for each video of a shard (other wildcards kept)."""
+    return [pattern.replace("{video}", v) for v in videos]
 
 
 def stage(name):

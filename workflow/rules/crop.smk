@@ -1,45 +1,34 @@
-rule crop:
-    """Align each tracked face to the 5-point template (224x224 RGB, JPEG in Parquet)."""
-    input:
-        video=video_source,
-        track="results/tracks/{video}.parquet",
-    output:
-        "results/crops/{video}.parquet",
-    params:
-        video=video_params,
-        crop=stage("crop"),
-        fps_for_images=config["fps_for_images"],
-    threads: 1
-    log:
-        "logs/crop/{video}.log",
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../../envs/core.yaml"
-    script:
-        "../../scripts/crop.py"
+# Aligned 224x224 face crops and keyframes are made by the shard jobs of track.smk (one
+# decode pass per video); the tracking QC montages of each shard are made here.
 
+for _shard, _vids in SHARDS.items():
 
-rule qc_montage:
-    """PNG montage of sampled aligned crops with landmarks (faces only if report.show_faces)."""
-    input:
-        crops="results/crops/{video}.parquet",
-        track="results/tracks/{video}.parquet",
-        qc="results/tracks/{video}.qc.json",
-    output:
-        report(
-            "results/qc/{video}.montage.png",
-            caption="../report/montage.rst",
-            category="2. Tracking QC",
-            subcategory="Montages",
-        ),
-    params:
-        report=stage("report"),
-        crop_size=config.get("crop", {}).get("size", 224),
-    log:
-        "logs/qc_montage/{video}.log",
-    conda:
-        "../../envs/core.yaml"
-    script:
-        "../../scripts/qc_montage.py"
+    rule:
+        name:
+            f"qc_montage_{_shard}"
+        input:
+            crops=per_video("results/crops/{video}.parquet", _vids),
+            tracks=per_video("results/tracks/{video}.parquet", _vids),
+            qc=per_video("results/tracks/{video}.qc.json", _vids),
+        output:
+            [
+                report(
+                    path,
+                    caption="../report/montage.rst",
+                    category="2. Tracking QC",
+                    subcategory="Montages",
+                )
+                for path in per_video("results/qc/{video}.montage.png", _vids)
+            ],
+        params:
+            videos=shard_videos(_vids),
+            report=stage("report"),
+            crop_size=config.get("crop", {}).get("size", 224),
+        log:
+            f"logs/shards/qc_montage_{_shard}.log",
+        group:
+            "shards"
+        conda:
+            "../../envs/core.yaml"
+        script:
+            "../../scripts/qc_montage.py"

@@ -1,35 +1,45 @@
-rule extract:
-    """All layers of one backbone for one video's keyframes, in one forward pass per batch."""
-    input:
-        crops="results/crops/{video}.parquet",
-        keyframes="results/keyframes/{video}.parquet",
-        # a checkpoint this workflow fine-tunes (finetune.smk) as the backbone's weights_file
-        weights=lambda wc: [w for w in [str(BACKBONES.get(wc.backbone, {}).get("weights_file", ""))]
-                            if w.startswith("results/")],
-    output:
-        "results/features/{backbone}/_per_video/{video}.parquet",
-    params:
-        video=video_params,
-        layers=lambda wc: BACKBONES[wc.backbone]["layers"],
-        backbone_cfg=lambda wc: {k: v for k, v in BACKBONES[wc.backbone].items() if k != "layers"},
-        weights_dir=config["extract"].get("weights_dir", "resources/weights"),
-        device=config["extract"].get("device", "auto"),
-        batch_size=config["extract"].get("batch_size", 32),
-        precision=config["extract"].get("precision", "auto"),
-        dtype=config["extract"].get("dtype", "float32"),
-        workers=config["extract"].get("workers", 2),
-        fast_decode=config["extract"].get("fast_decode", True),
-    threads: 2
-    log:
-        "logs/extract/{backbone}/{video}.log",
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        "../../envs/core.yaml"
-    script:
-        "../../scripts/extract.py"
+# All layers of one backbone for a shard of videos' keyframes: the network is loaded once
+# per shard (docs/scale.md); one table per video. Rule names: extract_<backbone>_<shard>
+# (one rule per backbone, no wildcard: planning matches explicit paths, docs/scale.md).
+for _backbone in BACKBONES:
+    for _shard, _vids in SHARDS.items():
+
+        rule:
+            name:
+                f"extract_{_backbone}_{_shard}"
+            input:
+                crops=per_video("results/crops/{video}.parquet", _vids),
+                keyframes=per_video("results/keyframes/{video}.parquet", _vids),
+                # a checkpoint this workflow fine-tunes (finetune.smk) as the backbone's weights
+                weights=[w for w in [str(BACKBONES[_backbone].get("weights_file", ""))]
+                         if w.startswith("results/")],
+            output:
+                per_video(f"results/features/{_backbone}/_per_video/{{video}}.parquet", _vids),
+            params:
+                videos=shard_videos(_vids),
+                backbone=_backbone,
+                layers=BACKBONES[_backbone]["layers"],
+                backbone_cfg={k: v for k, v in BACKBONES[_backbone].items() if k != "layers"},
+                weights_dir=config["extract"].get("weights_dir", "resources/weights"),
+                device=config["extract"].get("device", "auto"),
+                batch_size=config["extract"].get("batch_size", 32),
+                precision=config["extract"].get("precision", "auto"),
+                dtype=config["extract"].get("dtype", "float32"),
+                workers=config["extract"].get("workers", 2),
+                fast_decode=config["extract"].get("fast_decode", True),
+            threads: 2
+            log:
+                f"logs/extract/{_backbone}/_shard_{_shard}.log",
+            group:
+                "shards"
+            resources:
+                gpu=1,
+                mem_mb=8000,
+                runtime=10 + 2 * len(_vids),
+            conda:
+                "../../envs/core.yaml"
+            script:
+                "../../scripts/extract.py"
 
 
 rule gather_features:

@@ -1,29 +1,35 @@
 # Optical-strain features (issue 6; the handcrafted half of the paper's Table 7).
-# strain: one video's strain-over-time signal per face region (Farneback flow between
+# strain_<shard>: each video's strain-over-time signal per face region (Farneback flow between
 # consecutive aligned crops); gather_strain: peak statistics per region of every video.
 
 STRAIN = config.get("strain") or {}
 STRAIN_ON = bool(STRAIN.get("enabled", True))
 
 
-rule strain:
-    """Optical strain between consecutive aligned crops, mean magnitude per face region."""
-    input:
-        "results/crops/{video}.parquet",
-    output:
-        "results/strain/{video}.parquet",
-    params:
-        strain={k: v for k, v in STRAIN.items() if k not in ("enabled", "peaks")},
-    threads: 1
-    log:
-        "logs/strain/{video}.log",
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../../envs/core.yaml"
-    script:
-        "../../scripts/strain.py"
+for _shard, _vids in SHARDS.items():
+
+    rule:
+        name:
+            f"strain_{_shard}"
+        input:
+            per_video("results/crops/{video}.parquet", _vids),
+        output:
+            per_video("results/strain/{video}.parquet", _vids),
+        params:
+            videos=shard_videos(_vids),
+            strain={k: v for k, v in STRAIN.items() if k not in ("enabled", "peaks")},
+        threads: 1
+        log:
+            f"logs/shards/strain_{_shard}.log",
+        group:
+            "shards"
+        resources:
+            mem_mb=2000,
+            runtime=10 + len(_vids),
+        conda:
+            "../../envs/core.yaml"
+        script:
+            "../../scripts/strain.py"
 
 
 rule gather_strain:

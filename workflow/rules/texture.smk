@@ -4,9 +4,6 @@
 # them as one more backbone x layer (LAYER_TARGETS in common.smk lists the enabled ones).
 
 
-ruleorder: texture > extract
-
-
 rule texture:
     """LBP / LTP grid descriptors of one video's keyframes (see neopain.texture)."""
     input:

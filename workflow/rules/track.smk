@@ -1,24 +1,41 @@
-rule track:
-    """Find the face at any in-plane rotation (streamed) and keep one subject across frames."""
-    input:
-        video_source,
-    output:
-        table="results/tracks/{video}.parquet",
-        qc="results/tracks/{video}.qc.json",
-    params:
-        video=video_params,
-        track=stage("track"),
-        fps_for_images=config["fps_for_images"],
-    threads: 1
-    log:
-        "logs/track/{video}.log",
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../../envs/core.yaml"
-    script:
-        "../../scripts/track.py"
+# Per-video work in shards (docs/scale.md): one job per shard of videos (SHARDS, common.smk)
+# tracks, crops and picks keyframes of each video in one decode pass, paying the start-up
+# (interpreter, imports, detector and mesh models) once per shard. Each video still gets its
+# own files and log; adding a video reruns its shard only. Rule names: track_<shard>.
+# On a cluster, a shard's jobs form one group job (group "shards"; profiles/slurm).
+
+for _shard, _vids in SHARDS.items():
+
+    rule:
+        name:
+            f"track_{_shard}"
+        input:
+            videos=shard_sources(_vids),
+        output:
+            tracks=per_video("results/tracks/{video}.parquet", _vids),
+            qc=per_video("results/tracks/{video}.qc.json", _vids),
+            crops=per_video("results/crops/{video}.parquet", _vids),
+            keyframes=per_video("results/keyframes/{video}.parquet", _vids),
+        params:
+            videos=shard_videos(_vids),
+            track=stage("track"),
+            crop=stage("crop"),
+            keyframes=stage("keyframes"),
+            fps_for_images=config["fps_for_images"],
+            shards={"keep_frames_mb": SHARD_CFG.get("keep_frames_mb", 1024)},
+        threads: 1
+        log:
+            shard=f"logs/shards/track_{_shard}.log",
+            videos=per_video("logs/track/{video}.log", _vids),
+        group:
+            "shards"
+        resources:
+            mem_mb=4000,
+            runtime=10 + 2 * len(_vids),
+        conda:
+            "../../envs/core.yaml"
+        script:
+            "../../scripts/track.py"
 
 
 rule qc_summary:
