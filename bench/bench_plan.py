@@ -13,6 +13,7 @@ Target: < 60 s on the 2-core CI machine.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         counts = job_counts(proc.stdout + proc.stderr)
     total = sum(counts.values())
+    import platform
+    from importlib.metadata import version
+
+    from neopain.runtime import cpu_model
+
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}; python "
+          f"{platform.python_version()}, snakemake {version('snakemake')}")
     desc = ", ".join(f"{b}{v['layers']}" for b, v in bbs.items())
     print(f"backbones x layers: {desc}")
     print(f"jobs per rule: {counts}")

@@ -23,18 +23,19 @@ def main(sm):
         stage["backbone_cfg"] = backbone_cfg
 
     def one(i):
-        crops = sm.input.crops[i]
+        crops = p.crops[i]
         table = extract_video(net, p.videos[i]["video_id"], pq.read_table(crops),
-                              pq.read_table(sm.input.keyframes[i]), batch_size=p.batch_size,
+                              pq.read_table(p.keyframes[i]), batch_size=p.batch_size,
                               device=device, precision=p.precision, dtype=p.dtype,
                               workers=p.workers, fast_decode=p.fast_decode)
         prov = provenance.make_provenance(
             "extract", stage, sources, upstream=[provenance.read_provenance(crops)],
             params={**stage, "device": device.type,
                     "precision": precision_name(device, p.precision)})
-        provenance.write_table(table, sm.output[i], prov)
+        provenance.write_table(table, sm.output.features[i], prov)
 
     shards.run_videos(sm, one)
+    shards.write_manifest(sm.output.manifest, sm, ("features",))
 
 
 runtime.run(snakemake, main, cnn=True)  # noqa: F821

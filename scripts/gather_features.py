@@ -12,8 +12,8 @@ def main(sm):
 
     p = sm.params
     samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)
-    per_video = {Path(f).stem: f for f in sm.input.videos}
-    ups = [provenance.read_provenance(f) for f in sm.input.videos]
+    per_video = {Path(f).stem: f for f in p.video_files}
+    ups = [provenance.read_provenance(f) for f in p.video_files]
     prov = provenance.make_provenance(
         sm.rule, {"backbone": sm.wildcards.backbone, "layer": sm.wildcards.layer,
                   "positive_label": p.positive_label},

@@ -15,7 +15,7 @@ def main(sm):
     peaks = peak_params(p.peaks)
     samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)
     rows, ups = [], []
-    for f in sm.input.signals:
+    for f in sm.params.signals:
         vid = Path(f).name.removesuffix(".parquet")
         row = samples.loc[vid]
         feats = video_features(pq.read_table(f), peaks)

@@ -13,14 +13,15 @@ def main(sm):
     cfg = dict(sm.params.report)
 
     def one(i):
-        img = montage(pq.read_table(sm.input.crops[i]), pq.read_table(sm.input.tracks[i]),
-                      json.loads(open(sm.input.qc[i]).read()),
+        img = montage(pq.read_table(sm.params.crops[i]), pq.read_table(sm.params.tracks[i]),
+                      json.loads(open(sm.params.qc[i]).read()),
                       show_faces=faces_mode(cfg.get("show_faces", False)),
                       n_tiles=int(cfg.get("montage_tiles", 16)),
                       crop_size=int(sm.params.crop_size))
-        write_png(img, sm.output[i])
+        write_png(img, sm.output.montages[i])
 
     shards.run_videos(sm, one)
+    shards.write_manifest(sm.output.manifest, sm, ("montages",))
 
 
 runtime.run(snakemake, main)  # noqa: F821

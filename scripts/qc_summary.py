@@ -12,9 +12,9 @@ def main(sm):
 
     p = sm.params
     samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)
-    rows = [json.loads(open(f).read()) for f in sm.input.qc]
+    rows = [json.loads(open(f).read()) for f in sm.params.qc]
     montages = {str(m).rsplit("/", 1)[-1].removesuffix(".montage.png"): str(m)
-                for m in sm.input.montages}
+                for m in sm.params.montages}
     table = summary_table(rows, samples, montages)
     prov = provenance.make_provenance(sm.rule, {}, {})
     provenance.write_table(table, sm.output.table, prov)

@@ -17,7 +17,7 @@ def main(sm):
     log = runtime.logging.getLogger("split")
     samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)
     qc = {Path(f).name.removesuffix(".qc.json"): json.loads(Path(f).read_text())
-          for f in sm.input.qc}
+          for f in sm.params.qc}
     kept, excluded = usable_subjects(samples, qc)
     for r in excluded.itertuples():
         log.warning("subject %s left out of protocol %s: %s", r.subject_id,

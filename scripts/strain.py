@@ -9,7 +9,7 @@ def main(sm):
     cfg = dict(sm.params.strain)
 
     def one(i):
-        crops, vid = sm.input[i], sm.params.videos[i]["video_id"]
+        crops, vid = sm.params.crops[i], sm.params.videos[i]["video_id"]
         table = strain_signal(crops, flow=cfg.get("flow"), max_gap=cfg.get("max_gap", 1),
                               split_x=cfg.get("split_x", 0.5), split_y=cfg.get("split_y", 0.5),
                               margin=cfg.get("margin", 8), smooth=cfg.get("smooth", 4.0),
@@ -21,9 +21,10 @@ def main(sm):
         prov = provenance.make_provenance("strain", {"strain": cfg},
                                           upstream=[provenance.read_provenance(crops)],
                                           params=cfg)
-        provenance.write_table(table, sm.output[i], prov)
+        provenance.write_table(table, sm.output.signals[i], prov)
 
     shards.run_videos(sm, one)
+    shards.write_manifest(sm.output.manifest, sm, ("signals",))
 
 
 runtime.run(snakemake, main)  # noqa: F821

@@ -61,6 +61,7 @@ def main(sm):
         provenance.write_table(keyframes, sm.output.keyframes[i], prov_kf)
 
     shards.run_videos(sm, one, logs=list(sm.log.videos))
+    shards.write_manifest(sm.output.manifest, sm, ("tracks", "qc", "crops", "keyframes"))
 
 
 runtime.run(snakemake, main)  # noqa: F821

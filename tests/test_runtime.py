@@ -53,8 +53,10 @@ def probe(mode: str, batch: int = 32, env: dict | None = None) -> dict:
 def test_keep_freed_memory_stops_page_faults_between_passes(batch):
     default, tuned = probe("defaults", batch), probe("tuned", batch)
     assert tuned["tuned"] == {"mmap_max": 0, "trim_threshold": 2**31 - 1}
-    # defaults: every activation is mmap'd afresh (batch * 64 pages each)
-    assert default["faults"] > 10 * batch * 64, default
+    # defaults: activations are mmap'd afresh (batch * 64 pages each, 10 passes); at least
+    # half of that is asked, since transparent huge pages (kernel, memory state) can serve
+    # part of it with fewer faults (CI once saw 14,199 of 20,480 on a loaded machine)
+    assert default["faults"] > 5 * batch * 64, default
     assert tuned["faults"] < default["faults"] / 20, (default, tuned)
 
 
@@ -81,4 +83,4 @@ def test_keep_freed_memory_can_be_switched_off():
     import os
 
     off = probe("tuned", 32, env={**os.environ, "NEOPAIN_GLIBC_MALLOC": "defaults"})
-    assert off["tuned"] == {} and off["faults"] > 10 * 32 * 64
+    assert off["tuned"] == {} and off["faults"] > 5 * 32 * 64

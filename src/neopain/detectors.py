@@ -255,8 +255,11 @@ class MTCNNDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """All faces in an HxWx3 uint8 RGB frame, highest score first."""
+        import torch
+
         img, (sx, sy) = self._prepare(rgb)
-        boxes, probs, points = self._mtcnn.detect(img, landmarks=True)
+        with torch.inference_mode():            # no autograd graph (and no global switch)
+            boxes, probs, points = self._mtcnn.detect(img, landmarks=True)
         return self._to_dets(boxes, probs, points, sx, sy)
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
@@ -271,7 +274,10 @@ class MTCNNDetector:
                 out[idx[0]] = self.detect(images[idx[0]])
                 continue
             batch = np.stack([prepared[i][0] for i in idx])
-            boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+            import torch
+
+            with torch.inference_mode():
+                boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
             for j, i in enumerate(idx):
                 sx, sy = prepared[i][1]
                 out[i] = self._to_dets(boxes[j], probs[j], points[j], sx, sy)

@@ -185,6 +185,14 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
     if res["model"]["video"].get("pose"):
         card.append("* head pose (yaw, pitch, roll) regressed out of the features before the "
                     "model (actions.pose_regression; the map fitted on all training videos)")
+    if cand.backbone == "actions" and cand.layer != "frame":
+        card.append(f"* actions/{cand.layer}: one statistics row per training recording; "
+                    "`neopain predict` recomputes that row from the new recording's face "
+                    "mesh for the whole recording (summary `baseline.recording_probability`"
+                    ", the training rows' meaning), and for each epoch and timeline window "
+                    "as if the block were a recording of its own: those are on the "
+                    "training scale only when blocks are about as long as the training "
+                    "recordings")
     if skipped:
         card.append(f"* not exportable, left out of the export's search (the nested "
                     f"estimate searched them too): {', '.join(skipped)}")

@@ -338,7 +338,6 @@ class Predictor:
         if self.statistics and self.video is None:
             raise PredictionError(f"{model.path}: actions/{b['layer']} holds whole-recording "
                                   "statistics; only a video-level artefact can score it")
-        torch.set_grad_enabled(False)
 
     def _check_tracker(self) -> None:
         want = dict(self.model.info.get("tracker_weights") or {})

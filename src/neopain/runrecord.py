@@ -1,7 +1,8 @@
 """The run record: one JSON file that says how every output of a run was made.
 
 ``results/provenance/run.json`` lists every file under ``results/`` with its sha256 and
-size, the Snakemake rule that wrote it, that job's inputs (each with its sha256), log,
+size, the Snakemake rule that wrote it, that job's inputs (each with its sha256; a shard
+manifest's listed per-video files count as inputs of the job that took the manifest), log,
 parameters, code and software-stack hashes and start/end times (from Snakemake's
 metadata in ``.snakemake/metadata``), and, for Parquet tables, the provenance record
 embedded in the table (code version, config hash, sources, packages). Raw inputs (videos,
@@ -124,6 +125,21 @@ def _result_files(results: Path, skip: Iterable[Path]) -> list[Path]:
                   and not p.name.startswith(".") and not p.name.endswith(".tmp"))
 
 
+def _with_manifest_files(workdir: Path, inputs: list[str]) -> list[str]:
+    """A job's inputs, each shard manifest followed by the per-video files it lists (the
+    job read those through it: neopain.shards.write_manifest)."""
+    out = []
+    for key in inputs:
+        out.append(key)
+        if key.startswith("results/shards/") and key.endswith(".json"):
+            try:
+                listed = json.loads((workdir / key).read_text())["files"]
+            except (OSError, ValueError, KeyError):
+                continue
+            out += [f for files in listed.values() for f in files]
+    return out
+
+
 def build_record(workdir: str | os.PathLike = ".", config: Mapping[str, Any] | None = None,
                  previous: Mapping[str, Any] | None = None,
                  weights_dirs: Iterable[str | os.PathLike] = ()) -> dict[str, Any]:
@@ -159,7 +175,7 @@ def build_record(workdir: str | os.PathLike = ".", config: Mapping[str, Any] | N
         else:
             ent["rule"] = job.get("rule")
             ent["inputs"] = {}
-            for inp in job.get("input") or []:
+            for inp in _with_manifest_files(workdir, [rel(i) for i in job.get("input") or []]):
                 ikey = rel(inp)
                 ipath = workdir / ikey if not Path(ikey).is_absolute() else Path(ikey)
                 ient = hasher.entry(ikey, ipath)

@@ -15,7 +15,9 @@ cost the rules that use it an import of numpy, OpenCV or torch.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -42,6 +44,12 @@ def assign(video_ids: Iterable[str], count: int) -> dict[str, list[str]]:
     for vid in video_ids:
         out.setdefault(shard_of(vid, count), []).append(vid)
     return {f"s{k:0{width}d}": out[k] for k in sorted(out)}
+
+
+def membership_digest(video_ids: Sequence[str]) -> str:
+    """8 hex digits of sha256 over a shard's video ids (in shard order): part of its
+    manifest's name, so that a change of membership asks for a new manifest."""
+    return hashlib.sha256("\n".join(map(str, video_ids)).encode("utf-8")).hexdigest()[:8]
 
 
 @contextmanager
@@ -80,3 +88,16 @@ def run_videos(sm: Any, one: Callable[[int], None], logs: Sequence[str] | None =
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(videos)} video(s) of this shard failed: "
                            + "; ".join(failed))
+
+
+def write_manifest(path: str | os.PathLike, sm: Any, outputs: Sequence[str]) -> None:
+    """The shard's manifest: its videos and the per-video files it wrote (written last,
+    atomically). Aggregations that read every video take the study's manifests as inputs
+    instead of every per-video file, which keeps planning linear in shards, not in videos
+    x consumers (docs/scale.md); a shard that reruns rewrites its manifest, so they rerun."""
+    from .provenance import write_text
+
+    videos = [v["video_id"] for v in sm.params.videos]
+    files = {name: list(sm.output[name]) for name in outputs}
+    write_text(json.dumps({"rule": sm.rule, "videos": videos, "files": files}, indent=1,
+                          sort_keys=True) + "\n", path)

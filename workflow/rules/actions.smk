@@ -59,6 +59,8 @@ rule gather_actions_video:
         backbone="actions",
         layer="video|pose",
     params:
+        video_files=per_video("results/features/actions/_per_video_stats/{video}.parquet",
+                              VIDEOS),
         video_ids=VIDEOS,
         positive_label=config["positive_label"],
         labels=config["labels"],

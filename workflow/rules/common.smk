@@ -22,6 +22,7 @@ from neopain.samples import (  # noqa: E402
     missing_paths,
 )
 from neopain.shards import assign as assign_shards  # noqa: E402
+from neopain.shards import membership_digest  # noqa: E402
 from neopain.studyconfig import (  # noqa: E402
     ConfigError,
     check_backbones,
@@ -110,6 +111,16 @@ def shard_sources(videos):
 def shard_videos(videos):
     """The per-video params of a shard's videos (video_id, path), in shard order."""
     return [{"video_id": v, "path": _ABSPATH[v]} for v in videos]
+
+
+def shard_manifest(stage, shard):
+    """The manifest a shard job writes last (neopain.shards.write_manifest). Its name
+    carries a digest of the shard's videos: Snakemake checks only the outputs a consumer
+    asks for, so a shard that gains or loses a video must be asked for a new file."""
+    return f"results/shards/{stage}/{shard}.{membership_digest(SHARDS[shard])}.json"
+
+
+TRACK_MANIFESTS = [shard_manifest("track", sh) for sh in SHARDS]
 
 
 def per_video(pattern, videos):

@@ -7,11 +7,9 @@ for _shard, _vids in SHARDS.items():
         name:
             f"qc_montage_{_shard}"
         input:
-            crops=per_video("results/crops/{video}.parquet", _vids),
-            tracks=per_video("results/tracks/{video}.parquet", _vids),
-            qc=per_video("results/tracks/{video}.qc.json", _vids),
+            track=shard_manifest("track", _shard),  # stands for the shard's per-video files
         output:
-            [
+            montages=[
                 report(
                     path,
                     caption="../report/montage.rst",
@@ -20,8 +18,12 @@ for _shard, _vids in SHARDS.items():
                 )
                 for path in per_video("results/qc/{video}.montage.png", _vids)
             ],
+            manifest=shard_manifest("qc_montage", _shard),
         params:
             videos=shard_videos(_vids),
+            crops=per_video("results/crops/{video}.parquet", _vids),
+            tracks=per_video("results/tracks/{video}.parquet", _vids),
+            qc=per_video("results/tracks/{video}.qc.json", _vids),
             report=stage("report"),
             crop_size=config.get("crop", {}).get("size", 224),
         log:

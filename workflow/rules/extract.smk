@@ -8,15 +8,20 @@ for _backbone in BACKBONES:
             name:
                 f"extract_{_backbone}_{_shard}"
             input:
-                crops=per_video("results/crops/{video}.parquet", _vids),
-                keyframes=per_video("results/keyframes/{video}.parquet", _vids),
+                # the track shard's manifest stands for its crops and keyframes (planning
+                # stays linear in shards: docs/scale.md)
+                track=shard_manifest("track", _shard),
                 # a checkpoint this workflow fine-tunes (finetune.smk) as the backbone's weights
                 weights=[w for w in [str(BACKBONES[_backbone].get("weights_file", ""))]
                          if w.startswith("results/")],
             output:
-                per_video(f"results/features/{_backbone}/_per_video/{{video}}.parquet", _vids),
+                features=per_video(f"results/features/{_backbone}/_per_video/{{video}}.parquet",
+                                   _vids),
+                manifest=shard_manifest(f"features/{_backbone}", _shard),
             params:
                 videos=shard_videos(_vids),
+                crops=per_video("results/crops/{video}.parquet", _vids),
+                keyframes=per_video("results/keyframes/{video}.parquet", _vids),
                 backbone=_backbone,
                 layers=BACKBONES[_backbone]["layers"],
                 backbone_cfg={k: v for k, v in BACKBONES[_backbone].items() if k != "layers"},
@@ -45,11 +50,20 @@ for _backbone in BACKBONES:
 rule gather_features:
     """One table per backbone x layer, one row group per video, with ids and labels."""
     input:
-        videos=expand("results/features/{{backbone}}/_per_video/{video}.parquet", video=VIDEOS),
+        # a CNN backbone's shard manifests (its per-video tables are their outputs); the
+        # per-video tables themselves for the one-job-per-video stages (texture, actions)
+        videos=lambda wc: (
+            [shard_manifest(f"features/{wc.backbone}", sh) for sh in SHARDS]
+            if wc.backbone in BACKBONES
+            else per_video(f"results/features/{wc.backbone}/_per_video/{{video}}.parquet",
+                           VIDEOS)
+        ),
         samples=config["samples"],
     output:
         "results/features/{backbone}/{layer}/features.parquet",
     params:
+        video_files=lambda wc: per_video(
+            f"results/features/{wc.backbone}/_per_video/{{video}}.parquet", VIDEOS),
         video_ids=VIDEOS,
         positive_label=config["positive_label"],
         labels=config["labels"],

@@ -2,10 +2,11 @@ rule split:
     """Subject-disjoint folds of one protocol, over the subjects with usable frames."""
     input:
         samples=config["samples"],
-        qc=expand("results/tracks/{video}.qc.json", video=VIDEOS),
+        tracks=TRACK_MANIFESTS,  # stand for every video's tracking QC (docs/scale.md)
     output:
         "results/splits/{protocol}.parquet",
     params:
+        qc=per_video("results/tracks/{video}.qc.json", VIDEOS),
         spec=lambda wc: PROTOCOLS[wc.protocol],
         labels=config["labels"],
         data_root=config.get("data_root"),

@@ -12,11 +12,13 @@ for _shard, _vids in SHARDS.items():
         name:
             f"strain_{_shard}"
         input:
-            per_video("results/crops/{video}.parquet", _vids),
+            track=shard_manifest("track", _shard),  # stands for the shard's crops
         output:
-            per_video("results/strain/{video}.parquet", _vids),
+            signals=per_video("results/strain/{video}.parquet", _vids),
+            manifest=shard_manifest("strain", _shard),
         params:
             videos=shard_videos(_vids),
+            crops=per_video("results/crops/{video}.parquet", _vids),
             strain={k: v for k, v in STRAIN.items() if k not in ("enabled", "peaks")},
         threads: 1
         log:
@@ -35,11 +37,12 @@ for _shard, _vids in SHARDS.items():
 rule gather_strain:
     """Per-video strain features (peaks of each region's signal) of every video."""
     input:
-        signals=expand("results/strain/{video}.parquet", video=VIDEOS),
+        shards=[shard_manifest("strain", sh) for sh in SHARDS],
         samples=config["samples"],
     output:
         "results/strain/_features.parquet",
     params:
+        signals=per_video("results/strain/{video}.parquet", VIDEOS),
         peaks=STRAIN.get("peaks", {}),
         positive_label=config["positive_label"],
         labels=config["labels"],

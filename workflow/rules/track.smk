@@ -16,6 +16,7 @@ for _shard, _vids in SHARDS.items():
             qc=per_video("results/tracks/{video}.qc.json", _vids),
             crops=per_video("results/crops/{video}.parquet", _vids),
             keyframes=per_video("results/keyframes/{video}.parquet", _vids),
+            manifest=shard_manifest("track", _shard),
         params:
             videos=shard_videos(_vids),
             track=stage("track"),
@@ -42,13 +43,15 @@ rule qc_summary:
     """Tracking QC of every video in one table (and every video's montage built), and
     results/qc/tracking.md: the videos that were not ok and the subjects left out."""
     input:
-        qc=expand("results/tracks/{video}.qc.json", video=VIDEOS),
-        montages=expand("results/qc/{video}.montage.png", video=VIDEOS),
+        tracks=TRACK_MANIFESTS,  # stand for every video's QC record and montage
+        montages=[shard_manifest("qc_montage", sh) for sh in SHARDS],
         samples=config["samples"],
     output:
         table="results/qc/tracking.parquet",
         md="results/qc/tracking.md",
     params:
+        qc=per_video("results/tracks/{video}.qc.json", VIDEOS),
+        montages=per_video("results/qc/{video}.montage.png", VIDEOS),
         labels=config["labels"],
         data_root=config.get("data_root"),
     log:
