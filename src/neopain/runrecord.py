@@ -125,18 +125,22 @@ def _result_files(results: Path, skip: Iterable[Path]) -> list[Path]:
                   and not p.name.startswith(".") and not p.name.endswith(".tmp"))
 
 
-def _with_manifest_files(workdir: Path, inputs: list[str]) -> list[str]:
+def _with_manifest_files(workdir: Path, inputs: list[str],
+                         manifests: dict[str, list[str]]) -> list[str]:
     """A job's inputs, each shard manifest followed by the per-video files it lists (the
-    job read those through it: neopain.shards.write_manifest)."""
+    job read those through it: neopain.shards.write_manifest). ``manifests`` caches the
+    listings: every per-video output of a shard job names the same manifest."""
     out = []
     for key in inputs:
         out.append(key)
         if key.startswith("results/shards/") and key.endswith(".json"):
-            try:
-                listed = json.loads((workdir / key).read_text())["files"]
-            except (OSError, ValueError, KeyError):
-                continue
-            out += [f for files in listed.values() for f in files]
+            if key not in manifests:
+                try:
+                    listed = json.loads((workdir / key).read_text())["files"]
+                    manifests[key] = [f for files in listed.values() for f in files]
+                except (OSError, ValueError, KeyError):
+                    manifests[key] = []
+            out += manifests[key]
     return out
 
 
@@ -166,6 +170,7 @@ def build_record(workdir: str | os.PathLike = ".", config: Mapping[str, Any] | N
     raw_inputs: dict[str, Any] = {}
     weights: dict[str, str] = {}
     skip = [workdir / RECORD_PATH]
+    manifests: dict[str, list[str]] = {}
     for f in _result_files(results, skip):
         key = f.relative_to(workdir).as_posix()
         ent = dict(hasher.entry(key, f))
@@ -175,7 +180,8 @@ def build_record(workdir: str | os.PathLike = ".", config: Mapping[str, Any] | N
         else:
             ent["rule"] = job.get("rule")
             ent["inputs"] = {}
-            for inp in _with_manifest_files(workdir, [rel(i) for i in job.get("input") or []]):
+            for inp in _with_manifest_files(workdir, [rel(i) for i in job.get("input") or []],
+                                            manifests):
                 ikey = rel(inp)
                 ipath = workdir / ikey if not Path(ikey).is_absolute() else Path(ikey)
                 ient = hasher.entry(ikey, ipath)
