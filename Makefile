@@ -29,12 +29,12 @@ $(VENV_MP)/.installed: envs/mediapipe.yaml
 	touch $@
 
 demo-data: venv
-	$(PY) -m neopain.demo resources/demo
+	$(PY) -m neopain.core.demo resources/demo
 
 # The tracker's default 468-point face mesh (and BlazeFace): face_landmark.tflite etc. taken
 # from the pinned mediapipe==0.10.21 wheel (pip download, sha256-verified), never committed.
 mesh-weights: venv
-	$(PY) -m neopain.mpmodels resources/weights
+	$(PY) -m neopain.faces.mpmodels resources/weights
 
 demo: venv demo-data mesh-weights
 	$(SNAKEMAKE) --cores $(CORES)

@@ -1,11 +1,11 @@
-"""Extraction throughput: the streamed pipeline (`neopain.extract.extract_video`: JPEG
+"""Extraction throughput: the streamed pipeline (`neopain.features.extract.extract_video`: JPEG
 decode on threads, batching, device copy, forward, features to Arrow) against a bare
 forward-only loop over a batch already on the device, same network, taps, batch size and
 precision.  Target: pipeline / bare >= 0.9.  Each repeat times the two back to back; the
 ratio printed is the median of the per-repeat ratios (a shared machine's speed drifts).
 On the CPU the decode runs between batches on all decode threads (``--overlap auto``;
 ``on`` decodes ahead as on a GPU).  glibc's malloc is tuned as in the rules
-(`neopain.runtime.keep_freed_memory`) unless ``--glibc-malloc-defaults``.
+(`neopain.core.runtime.keep_freed_memory`) unless ``--glibc-malloc-defaults``.
 
     .venv/bin/python bench/bench_extract.py                  # auto device
     .venv/bin/python bench/bench_extract.py --device cuda --n-images 2048 --batch-size 128
@@ -29,10 +29,10 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
-from neopain.backbones import load_backbone  # noqa: E402
-from neopain.crop import encode_jpeg  # noqa: E402
-from neopain.runtime import cpu_model, keep_freed_memory  # noqa: E402
-from neopain.extract import Runner, extract_video, pick_device, precision_name  # noqa: E402
+from neopain.features.backbones import load_backbone  # noqa: E402
+from neopain.faces.crop import encode_jpeg  # noqa: E402
+from neopain.core.runtime import cpu_model, keep_freed_memory  # noqa: E402
+from neopain.features.extract import Runner, extract_video, pick_device, precision_name  # noqa: E402
 
 DEFAULT = {"mobilenet_v2": ["penultimate", "conv_last"], "fer": ["penultimate", "conv_last"],
            "vgg16": ["fc7_pre", "fc7_post", "conv5_pre", "conv5_post"]}
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                     help="images for vgg16 (default: --n-images; lower on CPU)")
     ap.add_argument("--glibc-malloc-defaults", action="store_true",
                     help="leave glibc's malloc thresholds as they are (the rules tune them: "
-                         "neopain.runtime.keep_freed_memory)")
+                         "neopain.core.runtime.keep_freed_memory)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     if args.threads:

@@ -16,7 +16,7 @@ only:
   selector x k x classifier of the paper preset, the best by frame accuracy *chosen on
   the test folds* (Table 5's optimistic choice), and (b) a linear probe (L2 logistic
   regression, C=1, standardised) on all features, nothing chosen on test data;
-* fine-tuned: ``neopain.finetune`` (new head, ``--unfreeze``, augmentation, class-balanced
+* fine-tuned: ``neopain.finetune.finetune`` (new head, ``--unfreeze``, augmentation, class-balanced
   loss, early stopping on 15% of the training subjects).
 
 Test predictions are pooled over folds; accuracy and AUC with 95% subject-bootstrap CIs
@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 def machine(device) -> dict:
     import torch
 
-    from neopain.runtime import cpu_model
+    from neopain.core.runtime import cpu_model
 
     info = {"python": platform.python_version(), "platform": platform.platform(),
             "cpu": cpu_model(), "cpu_count": os.cpu_count(),
@@ -73,7 +73,7 @@ def machine(device) -> dict:
 def ckplus48_set(data: Path):
     from ckplus48_task import load_meta
 
-    from neopain.finetune import ImageSet
+    from neopain.finetune.finetune import ImageSet
 
     meta = load_meta(data)
     images = [(data / p).read_bytes() for p in meta["image"]]
@@ -86,7 +86,7 @@ def ckplus48_set(data: Path):
 def synthetic_set(n: int, size: int, seed: int = 0):
     import cv2
 
-    from neopain.finetune import ImageSet
+    from neopain.finetune.finetune import ImageSet
 
     rng = np.random.default_rng(seed)
     imgs = [cv2.imencode(".jpg", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))[1]
@@ -99,8 +99,8 @@ def synthetic_set(n: int, size: int, seed: int = 0):
 def frozen_features(backbone: str, ds, size: int, device, batch: int = 64) -> np.ndarray:
     import torch
 
-    from neopain.backbones import load_backbone
-    from neopain.finetune import _batches, _to_device
+    from neopain.features.backbones import load_backbone
+    from neopain.finetune.finetune import _batches, _to_device
 
     net, _ = load_backbone(backbone, ["penultimate"], cfg={"input_size": size})
     net = net.eval().to(device)
@@ -117,7 +117,7 @@ def linear_probe(X, meta, split, seed=0):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from neopain.split import fold_subjects
+    from neopain.learn.split import fold_subjects
 
     rows = []
     for fold in sorted(split["fold"].unique()):
@@ -141,7 +141,7 @@ def linear_probe(X, meta, split, seed=0):
 def throughput(args, device) -> dict:
     import torch
 
-    from neopain import finetune as ft
+    from neopain.finetune import finetune as ft
 
     size = args.input_size
     net, parent = ft.build_net(args.backbone, 2, args.layer,
@@ -168,7 +168,7 @@ def throughput(args, device) -> dict:
 
 
 def _precision(device, precision):
-    from neopain.extract import precision_name
+    from neopain.features.extract import precision_name
 
     return precision_name(device, precision)
 
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     a = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
-    from neopain.runtime import keep_freed_memory
+    from neopain.core.runtime import keep_freed_memory
 
     keep_freed_memory()  # as the finetune rules do (runtime.run)
     import logging
@@ -219,8 +219,8 @@ def main(argv=None) -> int:
     if a.workers is None:
         a.workers = 8 if device.type == "cuda" else 1
     if a.layer is None:
-        from neopain.backbones import get_spec
-        from neopain.finetune import default_layer
+        from neopain.features.backbones import get_spec
+        from neopain.finetune.finetune import default_layer
 
         a.layer = default_layer(get_spec(a.backbone))
     if a.input_size is None:
@@ -235,10 +235,10 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from neopain import finetune as ft
-    from neopain.classify import cross_validate
-    from neopain.evaluate import delong_test, metrics_table, table5, to_markdown, with_ci_columns
-    from neopain.split import make_split
+    from neopain.finetune import finetune as ft
+    from neopain.learn.classify import cross_validate
+    from neopain.learn.evaluate import delong_test, metrics_table, table5, to_markdown, with_ci_columns
+    from neopain.learn.split import make_split
 
     import ckplus48_task as task
 

@@ -24,7 +24,7 @@ resized to 224 px (a shortcut for the tracker, stated here).
 For each task: the paper pipeline (ReliefF/SU x k 5/10/15 x NB/kNN/SVM/RBF-SVM/RF,
 paper preset, frame models, video = mean of frame scores): its median and best-of-N
 video AUC (best chosen on test: optimistic); the nested whole-feature path
-(:mod:`neopain.nested`, the workflow's default search: mean+std pooling, L2 logistic
+(:mod:`neopain.learn.nested`, the workflow's default search: mean+std pooling, L2 logistic
 regression and linear SVM over their grids, inner 5-fold by subject); each with subject
 baseline ``none`` and ``center``, and the nested search over both baselines. AUCs with
 95% subject-bootstrap CIs; subject-clustered DeLong p-values (nested vs paper best,
@@ -72,7 +72,7 @@ def sequence_features(data: Path) -> tuple[pd.DataFrame, np.ndarray]:
     from facenet_pytorch import MTCNN
     from PIL import Image
 
-    from neopain.backbones import load_backbone
+    from neopain.features.backbones import load_backbone
 
     rows = list(csv.DictReader(open(data / "ckplus_sequences.csv")))
     mtcnn = MTCNN(keep_all=False, device="cpu")
@@ -114,7 +114,7 @@ def sequence_tasks(meta: pd.DataFrame, X: np.ndarray) -> dict:
 
 
 def _split(meta, kind):
-    from neopain.split import make_split
+    from neopain.learn.split import make_split
 
     samples = meta.drop_duplicates("video_id").assign(
         label=lambda d: np.where(d["y"] == 1, "pos", "neg"))
@@ -124,7 +124,7 @@ def _split(meta, kind):
 
 
 def _with_ci(y, pred, score, subj, n_boot):
-    from neopain.evaluate import binary_metrics, bootstrap_ci
+    from neopain.learn.evaluate import binary_metrics, bootstrap_ci
 
     auc = binary_metrics(y, pred, score)["auc"]
     lo, hi = bootstrap_ci(y, pred, score, subj, n_boot, 0, 0.95, metrics=("auc",))["auc"]
@@ -132,11 +132,11 @@ def _with_ci(y, pred, score, subj, n_boot):
 
 
 def run_task(name, meta, X, kind, n_boot) -> tuple[list[dict], list[dict]]:
-    from neopain import nested as ns
-    from neopain.baseline import subject_baseline
-    from neopain.classify import cross_validate
-    from neopain.clustered import clustered_delong
-    from neopain.evaluate import metrics_table, video_level
+    from neopain.learn import nested as ns
+    from neopain.learn.baseline import subject_baseline
+    from neopain.learn.classify import cross_validate
+    from neopain.learn.clustered import clustered_delong
+    from neopain.learn.evaluate import metrics_table, video_level
 
     split = _split(meta, kind)
     rows, tests, video_scores = [], [], {}
@@ -194,8 +194,8 @@ def run_task(name, meta, X, kind, n_boot) -> tuple[list[dict], list[dict]]:
 
 def cost(seed: int = 0) -> dict:
     """Wall time of the workflow's default nested search at study scale (module doc)."""
-    from neopain import nested as ns
-    from neopain.split import make_split
+    from neopain.learn import nested as ns
+    from neopain.learn.split import make_split
 
     rng = np.random.default_rng(seed)
     n_sub, per_sub, frames = 25, 8, 60
@@ -225,7 +225,7 @@ def machine() -> dict:
     import sklearn
     import torch
 
-    from neopain.runtime import cpu_model
+    from neopain.core.runtime import cpu_model
 
     return {"cpu": cpu_model(), "cores": __import__("os").cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__,

@@ -33,7 +33,7 @@ PREFERRED = ["mobilenet_v2", "vgg16", "resnet50", "alexnet", "vgg_face", "vgg_f"
 def pick_backbones(n_backbones: int, n_layers: int) -> dict:
     """n registry backbones with n of their layer names (mobilenet_v2's names as fallback)."""
     try:
-        from neopain import backbones as bb
+        from neopain.features import backbones as bb
 
         names = [b for b in PREFERRED if b in bb.REGISTRY]
         names += [b for b in sorted(bb.REGISTRY) if b not in names]
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     import platform
     from importlib.metadata import version
 
-    from neopain.runtime import cpu_model
+    from neopain.core.runtime import cpu_model
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}; python "
           f"{platform.python_version()}, snakemake {version('snakemake')}")

@@ -15,7 +15,7 @@ resized to 1280x720 into a temporary file (cv2.VideoWriter, mp4v).
 
 Runs the video twice in one process, same model and machine: BEFORE = two decode passes
 (track, then decode again to align + JPEG + CNN + classify: ``single_pass: false``), AFTER
-= one decode pass, scoring on a second thread while tracking (``neopain.stream``). Every
+= one decode pass, scoring on a second thread while tracking (``neopain.deploy.stream``). Every
 tracked frame is scored in both (the timeline is at the camera's rate, no frame skipped).
 Prints the machine, package versions, frames/s end to end of each (outputs included;
 model loading excluded and reported apart), their ratio, and whether both gave the same
@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
-from neopain.runtime import cpu_model, keep_freed_memory  # noqa: E402
+from neopain.core.runtime import cpu_model, keep_freed_memory  # noqa: E402
 
 
 def make_720p(src: Path, dst: Path, max_frames: int) -> Path:
@@ -79,8 +79,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from neopain.export import load
-    from neopain.predict import PredictOptions, Predictor, write_outputs
+    from neopain.deploy.export import load
+    from neopain.deploy.predict import PredictOptions, Predictor, write_outputs
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_predict_")
     video = args.video or REPO.parent / "shared/data/videos/infant_000056.mp4"
@@ -130,7 +130,7 @@ def main() -> int:
     res, wall = runs.get("after", runs.get("before"))
     s = res["summary"]
     n = s["n_frames_processed"]
-    from neopain.provenance import package_versions
+    from neopain.core.provenance import package_versions
 
     print(f"machine: {platform.node()} {cpu_model()}, {os.cpu_count()} CPUs, "
           f"torch threads {torch.get_num_threads()}, device {pred.device}"

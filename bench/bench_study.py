@@ -129,13 +129,13 @@ def one_process(root: Path, cores: int) -> tuple[float, int]:
     import pyarrow.parquet as pq  # noqa: F401
     import torch
 
-    from neopain.backbones import load_backbone
-    from neopain.extract import extract_video, pick_device
-    from neopain.framepass import track_crop_keyframes
-    from neopain.qc import montage
-    from neopain.samples import load_samples
-    from neopain.strain import strain_signal
-    from neopain.track import build_detector, params_from_config
+    from neopain.features.backbones import load_backbone
+    from neopain.features.extract import extract_video, pick_device
+    from neopain.faces.framepass import track_crop_keyframes
+    from neopain.faces.qc import montage
+    from neopain.core.samples import load_samples
+    from neopain.features.strain import strain_signal
+    from neopain.faces.track import build_detector, params_from_config
 
     cfg = yaml.safe_load((root / "config.yaml").read_text())
     samples = load_samples(str(root / "samples.tsv"), cfg["labels"], cfg["data_root"],
@@ -163,7 +163,7 @@ def one_process(root: Path, cores: int) -> tuple[float, int]:
 def versions() -> str:
     from importlib.metadata import version
 
-    from neopain.runtime import cpu_model
+    from neopain.core.runtime import cpu_model
 
     pk = ", ".join(f"{p} {version(p)}" for p in ("snakemake", "torch", "opencv-python-headless",
                                                   "av", "numpy") if _has(p))

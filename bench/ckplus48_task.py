@@ -7,7 +7,7 @@ CK+ face crops of 118 subjects in ``ckplus48/``: y = 1 for anger, contempt,
 disgust, fear, sadness (525 crops), y = 0 for happy, surprise (456). Features:
 the offline ImageNet ``mobilenet_v2`` ``penultimate`` layer (1,280, pooled) of
 each 48x48 grey crop replicated to RGB and resized to 224x224 (bilinear).
-Protocol: 5-fold ``group_kfold`` by subject (``neopain.split``, stratified by
+Protocol: 5-fold ``group_kfold`` by subject (``neopain.learn.split``, stratified by
 the subject's majority label, seed 0); per fold ReliefF and SU are fitted on the
 training subjects' crops, then every k in (5, 10, 15) x classifier of the
 ``paper`` preset. Video level = CK+ sequence (its 3 crops), mean of frame scores.
@@ -55,7 +55,7 @@ def mobilenet_features(data: Path, meta: pd.DataFrame, batch: int = 64) -> np.nd
     import torch.nn.functional as F
     from PIL import Image
 
-    from neopain.backbones import load_backbone
+    from neopain.features.backbones import load_backbone
 
     net, _ = load_backbone("mobilenet_v2", ["penultimate"])
     net.eval()
@@ -72,9 +72,9 @@ def mobilenet_features(data: Path, meta: pd.DataFrame, batch: int = 64) -> np.nd
 
 def run(data: Path, n_boot: int = 1000, seed: int = 0, X: np.ndarray | None = None):
     """(metrics, best table, timings) of the whole task."""
-    from neopain.classify import cross_validate
-    from neopain.evaluate import metrics_table
-    from neopain.split import make_split
+    from neopain.learn.classify import cross_validate
+    from neopain.learn.evaluate import metrics_table
+    from neopain.learn.split import make_split
 
     meta = load_meta(data)
     t0 = time.perf_counter()
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "ckplus48")
     ap.add_argument("--n-boot", type=int, default=1000)
     a = ap.parse_args(argv)
-    from neopain.evaluate import to_markdown, with_ci_columns
+    from neopain.learn.evaluate import to_markdown, with_ci_columns
 
     metrics, best, timings, _ = run(a.data, a.n_boot)
     a.out.mkdir(parents=True, exist_ok=True)

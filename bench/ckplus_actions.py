@@ -12,7 +12,7 @@ the apex.  Every sequence gives two 3-frame clips: its first 3 frames (neutral) 
 
 Per frame: MTCNN, the 468-point mesh (LiteRT, ``face_landmark.tflite``), the aligned 224 crop.
 Features per clip (mean over its 3 frames): ``actions`` = the 14 canonical-pose NFCS/AU
-descriptors + 5 wrinkle-texture energies of :mod:`neopain.actions`; ``fer`` = the FER-2013
+descriptors + 5 wrinkle-texture energies of :mod:`neopain.features.actions`; ``fer`` = the FER-2013
 mini-Xception ``conv_last`` layer (2,048). Model: StandardScaler + L2 logistic regression
 (C = 1) fitted on the training subjects of each LOSO fold; ``fused`` = mean of the two
 models' probabilities; ``pose`` (control: mean yaw, pitch, roll and their absolute values,
@@ -48,11 +48,11 @@ def clip_features(data: Path, rows: list[dict]):
     import cv2
     import torch
 
-    from neopain import actions as A
-    from neopain.backbones import load_backbone
-    from neopain.crop import align, transform_points
-    from neopain.detectors import FaceMeshRefiner, MTCNNDetector
-    from neopain.extract import Runner
+    from neopain.features import actions as A
+    from neopain.features.backbones import load_backbone
+    from neopain.faces.crop import align, transform_points
+    from neopain.faces.detectors import FaceMeshRefiner, MTCNNDetector
+    from neopain.features.extract import Runner
 
     det = MTCNNDetector(max_side=None)
     mesh = FaceMeshRefiner(model_dir=ROOT / "resources" / "weights", backend="litert",
@@ -98,7 +98,7 @@ def loso_scores(X: np.ndarray, y: np.ndarray, subjects: np.ndarray,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from neopain.actions import PoseResidualizer
+    from neopain.features.actions import PoseResidualizer
 
     p = np.full(len(y), np.nan)
     for s in np.unique(subjects):
@@ -116,7 +116,7 @@ def loso_scores(X: np.ndarray, y: np.ndarray, subjects: np.ndarray,
 def evaluate(meta, act, fer, pose, n_boot=1000):
     from sklearn.metrics import roc_auc_score
 
-    from neopain.evaluate import bootstrap_ci, delong_test
+    from neopain.learn.evaluate import bootstrap_ci, delong_test
 
     tasks = {
         "neg_apex_vs_neutral": (meta.emotion.isin(NEGATIVE), meta.phase == "apex"),

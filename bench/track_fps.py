@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 SHARED = REPO.parent / "shared"
-from neopain.runtime import cpu_model  # noqa: E402
+from neopain.core.runtime import cpu_model  # noqa: E402
 
 
 def _v(dist: str) -> str:
@@ -47,9 +47,9 @@ def profile(video, det, ref, params, frames: int) -> dict:
     import collections
     import functools
 
-    import neopain.track as T
-    from neopain.track import track_video
-    from neopain.video import iter_frames
+    import neopain.faces.track as T
+    from neopain.faces.track import track_video
+    from neopain.faces.video import iter_frames
 
     acc: dict[str, float] = collections.defaultdict(float)
     undo = []
@@ -106,8 +106,8 @@ def rotations(video, det, ref, params, frames: int) -> dict:
     import cv2
     import numpy as np
 
-    from neopain.track import track_video
-    from neopain.video import Frame, iter_frames
+    from neopain.faces.track import track_video
+    from neopain.faces.video import Frame, iter_frames
 
     rot = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180,
            270: cv2.ROTATE_90_COUNTERCLOCKWISE}
@@ -148,8 +148,8 @@ def main() -> int:
     import yaml
 
     torch.set_num_threads(args.threads)
-    from neopain.track import build_detector, params_from_config, track_video
-    from neopain.video import iter_frames
+    from neopain.faces.track import build_detector, params_from_config, track_video
+    from neopain.faces.video import iter_frames
 
     cfg0 = yaml.safe_load((REPO / "config.yaml").read_text())["track"]
     cuda = torch.cuda.is_available()

@@ -1,13 +1,14 @@
-"""Snakemake entry point: facial-action descriptors of one video (see neopain.actions)."""
+"""Snakemake entry point: facial-action descriptors of one video (see neopain.features.actions)."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from neopain.actions import feature_tables, params_for, video_actions
+    from neopain.features.actions import feature_tables, params_for, video_actions
 
     vid = sm.params.video["video_id"]
     params = params_for(sm.params.actions)
@@ -20,7 +21,7 @@ def main(sm):
     provenance.write_table(table, sm.output.table, prov)
     provenance.write_table(frame_t, sm.output.frame, prov)
     provenance.write_table(video_t, sm.output.video, prov)
-    log = runtime.logging.getLogger("neopain.actions")
+    log = runtime.logging.getLogger("neopain.features.actions")
     n_ok = sum(track.column("ok").to_pylist())
     if n_ok and table.num_rows == 0:
         log.warning("%s: %d tracked frames but none has a 3-D face mesh (dense_depth): the "

@@ -1,23 +1,24 @@
 """Snakemake entry point: the out-of-fold per-frame intensity model of one protocol
-(neopain.intensity)."""
+(neopain.learn.intensity)."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from neopain.actions import feature_names
-    from neopain.intensity import fold_intensity, summary_markdown
-    from neopain.tables import feature_matrix
+    from neopain.features.actions import feature_names
+    from neopain.learn.intensity import fold_intensity, summary_markdown
+    from neopain.features.tables import feature_matrix
 
     p = sm.params
     table = pq.read_table(sm.input.features)
     meta = table.select(["video_id", "subject_id", "frame", "timestamp", "y"]).to_pandas()
     pose = None
     if p.pose_regression:
-        from neopain.posecontrol import table_pose
+        from neopain.learn.posecontrol import table_pose
 
         pose = table_pose(table)
     split = pq.read_table(sm.input.split).to_pandas()
@@ -31,7 +32,7 @@ def main(sm):
                                sm.output[k], prov)
     provenance.write_text(summary_markdown(res["summary"], res["coefficients"]), sm.output.md)
     r = res["summary"].iloc[0]
-    runtime.logging.getLogger("neopain.intensity").info(
+    runtime.logging.getLogger("neopain.learn.intensity").info(
         "%s: %d frames out of fold; frame AUC model %.3f vs PSPI-like %.3f", r["protocol"],
         r["n_frames"], r["frame_auc_intensity"], r["frame_auc_pspi"])
 

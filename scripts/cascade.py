@@ -2,7 +2,7 @@
 auxiliary expression set, one checkpoint per backbone) or stage 2 (``cascade``: from the
 stage-1 checkpoint, a new head, one fold's training subjects)."""
 import _bootstrap  # noqa: F401
-from neopain import runtime
+from neopain.core import runtime
 
 
 def main(sm):
@@ -10,7 +10,7 @@ def main(sm):
 
     import torch
 
-    from neopain import finetune
+    from neopain.finetune import finetune
 
     p = sm.params
     torch.set_num_threads(max(1, sm.threads))

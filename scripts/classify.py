@@ -1,14 +1,15 @@
 """Snakemake entry point: classifier scores for one selector's rankings."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from neopain.classify import SCORE_SCHEMA, score_folds
-    from neopain.tables import feature_matrix
+    from neopain.learn.classify import SCORE_SCHEMA, score_folds
+    from neopain.features.tables import feature_matrix
 
     p = sm.params
     table = pq.read_table(sm.input.features)
@@ -19,7 +20,7 @@ def main(sm):
     search = dict(p.search or {})
     pose = None
     if p.pose_regression:  # the actions tables' head pose, regressed out per fold
-        from neopain.posecontrol import table_pose
+        from neopain.learn.posecontrol import table_pose
 
         pose = table_pose(table, p.baseline)
     scores = score_folds(X, meta, split, rankings, list(p.k), dict(p.classifiers), p.seed,

@@ -1,13 +1,14 @@
 """Snakemake entry point: metrics with CIs, Tables 5/6, DeLong tests, ROC figures."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     import pyarrow as pa
 
-    from neopain.chance import chance_table, with_chance_rows
-    from neopain.evaluate import (constant_only, delong_table, metrics_table, per_subject,
+    from neopain.learn.chance import chance_table, with_chance_rows
+    from neopain.learn.evaluate import (constant_only, delong_table, metrics_table, per_subject,
                                   per_video, plot_roc, read_score_files, roc_curves_for,
                                   table5, table6, table_roc_curves, to_markdown,
                                   with_ci_columns)

@@ -1,7 +1,8 @@
 """Snakemake entry point: frozen features vs fine-tuned vs cascaded, side by side with
 DeLong p-values (results/evaluation/finetune.{md,parquet})."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def _read(files, layer_of, backbone_of):
@@ -22,8 +23,8 @@ def main(sm):
     import numpy as np
     import pyarrow as pa
 
-    from neopain.evaluate import to_markdown, with_ci_columns
-    from neopain.finetune import comparison_table
+    from neopain.learn.evaluate import to_markdown, with_ci_columns
+    from neopain.finetune.finetune import comparison_table
 
     p = sm.params
     scores, ups = {}, []

@@ -1,14 +1,15 @@
 """Snakemake entry point: Table 7 (strain alone, deep alone, fused) with DeLong tests."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     import pyarrow as pa
 
-    from neopain.evaluate import (metrics_table, read_score_files, to_markdown,
+    from neopain.learn.evaluate import (metrics_table, read_score_files, to_markdown,
                                   with_ci_columns)
-    from neopain.fusion import table7
+    from neopain.learn.fusion import table7
 
     p = sm.params
     scores, ups = read_score_files(sm.input.scores)

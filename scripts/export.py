@@ -1,12 +1,12 @@
-"""Snakemake entry point: export the nested choice (neopain.nestedexport), the best or a
-named configuration (neopain.export)."""
+"""Snakemake entry point: export the nested choice (neopain.deploy.nestedexport), the best or a
+named configuration (neopain.deploy.export)."""
 import _bootstrap  # noqa: F401
-from neopain import runtime
+from neopain.core import runtime
 
 
 def main(sm):
     _export(sm)
-    from neopain.report_html import write_markdown_page
+    from neopain.report.report_html import write_markdown_page
 
     # the report shows both as HTML pages (a Markdown entry would only be a download)
     write_markdown_page(sm.output.card, sm.output.card_html, "Model card")
@@ -16,18 +16,18 @@ def main(sm):
 def _export(sm):
     import pyarrow.parquet as pq
 
-    from neopain.export import export_study, study_configuration
+    from neopain.deploy.export import export_study, study_configuration
 
     study = dict(sm.params.study)
     if (study.get("export") or {}).get("configuration", "nested") == "nested":
-        from neopain.nestedexport import export_nested_study
+        from neopain.deploy.nestedexport import export_nested_study
 
         res = export_nested_study(
             study, features=dict(zip(map(tuple, sm.params.nested_tables), sm.input.features)),
             samples=sm.input.samples, out=dict(sm.output.items()),
             summary=sm.input.summary[0] if sm.input.summary else None,
             predictions=dict(zip(sm.params.nested_protocols, sm.input.nested)))
-        runtime.logging.getLogger("neopain.export").info(
+        runtime.logging.getLogger("neopain.deploy.export").info(
             "exported the nested choice %s (inner AUC %.3f): %s (sha256 %s), threshold %.4f",
             res["candidate"], res["inner_auc"], sm.output.model, res["sha256"],
             res["threshold"])
@@ -42,7 +42,7 @@ def _export(sm):
     res = export_study(study, table5=sm.input.table5, metrics=sm.input.metrics,
                        features=features[0], split=splits[0], scores=scores[0],
                        samples=sm.input.samples, out=dict(sm.output.items()))
-    runtime.logging.getLogger("neopain.export").info(
+    runtime.logging.getLogger("neopain.deploy.export").info(
         "exported %s: %s (sha256 %s), threshold %.4f", cfg.label(), sm.output.model,
         res["sha256"], res["threshold"])
 

@@ -1,15 +1,17 @@
 """Snakemake entry point: deep features of one shard of videos for one backbone (all its
-layers); the network is loaded once per shard (see neopain.shards). Per-video tables."""
+layers); the network is loaded once per shard (see neopain.core.shards). Per-video tables."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime, shards
+from neopain.core import provenance
+from neopain.core import runtime
+from neopain.core import shards
 
 
 def main(sm):
     import pyarrow.parquet as pq
     import torch
 
-    from neopain.backbones import load_backbone
-    from neopain.extract import extract_video, pick_device, precision_name
+    from neopain.features.backbones import load_backbone
+    from neopain.features.extract import extract_video, pick_device, precision_name
 
     p = sm.params
     torch.set_num_threads(max(1, sm.threads))

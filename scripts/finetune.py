@@ -1,6 +1,6 @@
 """Snakemake entry point: fine-tune one backbone on one fold's training subjects."""
 import _bootstrap  # noqa: F401
-from neopain import runtime
+from neopain.core import runtime
 
 
 def main(sm):
@@ -8,7 +8,7 @@ def main(sm):
 
     import torch
 
-    from neopain import finetune
+    from neopain.finetune import finetune
 
     p = sm.params
     torch.set_num_threads(max(1, sm.threads))
@@ -21,7 +21,7 @@ def main(sm):
         weights_dir=p.weights_dir, train_cfg=dict(p.train), init="pretrained",
         device=p.device, precision=p.precision, workers=p.workers, resume_dir=p.resume_dir,
         out_model=sm.output.model, out_sidecar=sm.output.sidecar, out_scores=sm.output.scores,
-        logger=logging.getLogger("neopain.finetune"))
+        logger=logging.getLogger("neopain.finetune.finetune"))
 
 
 runtime.run(snakemake, main, cnn=True)  # noqa: F821

@@ -1,15 +1,16 @@
 """Snakemake entry point: deep, strain and fused scores of one configuration (Table 7)."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from neopain.fusion import FUSION_SCHEMA, fusion_scores, keyframe_strain
-    from neopain.strain import table_feature_names
-    from neopain.tables import feature_matrix
+    from neopain.learn.fusion import FUSION_SCHEMA, fusion_scores, keyframe_strain
+    from neopain.features.strain import table_feature_names
+    from neopain.features.tables import feature_matrix
 
     p = sm.params
     table = pq.read_table(sm.input.features)

@@ -1,14 +1,15 @@
 """Snakemake entry point: the feature table of one backbone x layer."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     from pathlib import Path
 
-    from neopain.extract import gather_layer
-    from neopain.provenance import META_KEY, canonical_json
-    from neopain.samples import load_samples
+    from neopain.features.extract import gather_layer
+    from neopain.core.provenance import META_KEY, canonical_json
+    from neopain.core.samples import load_samples
 
     p = sm.params
     samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)

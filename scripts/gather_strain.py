@@ -1,6 +1,7 @@
 """Snakemake entry point: per-video strain features (peaks per region) of every video."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
@@ -8,8 +9,8 @@ def main(sm):
 
     import pyarrow.parquet as pq
 
-    from neopain.samples import load_samples
-    from neopain.strain import features_table, peak_params, video_features
+    from neopain.core.samples import load_samples
+    from neopain.features.strain import features_table, peak_params, video_features
 
     p = sm.params
     peaks = peak_params(p.peaks)

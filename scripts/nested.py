@@ -1,6 +1,7 @@
 """Snakemake entry point: the nested model search of one protocol."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
@@ -10,10 +11,10 @@ def main(sm):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from neopain.baseline import single_recording_subjects
-    from neopain.nested import (build_views, candidates, common_videos, nested_cv,
+    from neopain.learn.baseline import single_recording_subjects
+    from neopain.learn.nested import (build_views, candidates, common_videos, nested_cv,
                                 permute_labels)
-    from neopain.tables import read_features
+    from neopain.features.tables import read_features
 
     log = logging.getLogger("nested")
     p, spec = sm.params, dict(sm.params.spec)

@@ -1,13 +1,14 @@
 """Snakemake entry point: results/evaluation/summary.{md,parquet}."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from neopain.summary import summary_table, to_markdown
+    from neopain.report.summary import summary_table, to_markdown
 
     p = sm.params
     nested, ups = {}, []
@@ -39,11 +40,11 @@ def main(sm):
         "choices.parquet, every candidate's test scores in .../scores.parquet.",
     ]
     provenance.write_text(to_markdown(table, notes), sm.output.md)
-    from neopain.report_pages import summary_page
+    from neopain.report.report_pages import summary_page
 
     provenance.write_text(summary_page(table), sm.output.page)
-    from neopain.summary import summary_roc_curves
-    from neopain.evaluate import plot_roc
+    from neopain.report.summary import summary_roc_curves
+    from neopain.learn.evaluate import plot_roc
 
     plot_roc(summary_roc_curves(nested, table), sm.output.roc,
              "Summary: nested estimate vs best-of-N and median, per recording",

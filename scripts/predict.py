@@ -1,12 +1,12 @@
-"""Snakemake entry point: the pain timeline of one video (neopain.predict)."""
+"""Snakemake entry point: the pain timeline of one video (neopain.deploy.predict)."""
 import _bootstrap  # noqa: F401
-from neopain import runtime
+from neopain.core import runtime
 
 
 def main(sm):
     from pathlib import Path
 
-    from neopain.predict import predict_rule
+    from neopain.deploy.predict import predict_rule
 
     predict_rule(sm.input.model, sm.input.video, sm.wildcards.pvideo,
                  Path(sm.output.frames).parent, dict(sm.params.predict),

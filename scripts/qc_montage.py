@@ -1,6 +1,7 @@
-"""Snakemake entry point: QC montage PNGs of one shard of videos (see neopain.qc)."""
+"""Snakemake entry point: QC montage PNGs of one shard of videos (see neopain.faces.qc)."""
 import _bootstrap  # noqa: F401
-from neopain import runtime, shards
+from neopain.core import runtime
+from neopain.core import shards
 
 
 def main(sm):
@@ -8,7 +9,7 @@ def main(sm):
 
     import pyarrow.parquet as pq
 
-    from neopain.qc import faces_mode, montage, write_png
+    from neopain.faces.qc import faces_mode, montage, write_png
 
     cfg = dict(sm.params.report)
 

@@ -1,14 +1,15 @@
 """Snakemake entry point: gather tracking QC of all videos (table + Markdown list of the
 videos that were not ok and of the subjects left out of the splits)."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     import json
 
-    from neopain.qc import summary_markdown, summary_table
-    from neopain.samples import load_samples
+    from neopain.faces.qc import summary_markdown, summary_table
+    from neopain.core.samples import load_samples
 
     p = sm.params
     samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)

@@ -1,6 +1,7 @@
 """Snakemake entry point: the report's landing text, summary and HTML result pages."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
@@ -8,8 +9,9 @@ def main(sm):
 
     import pandas as pd
 
-    from neopain import landing, report_pages as rp
-    from neopain.samples import load_samples
+    from neopain.report import landing
+    from neopain.report import report_pages as rp
+    from neopain.core.samples import load_samples
 
     p, inp, out = sm.params, sm.input, sm.output
     read = pd.read_parquet

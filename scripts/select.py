@@ -1,12 +1,13 @@
 """Snakemake entry point: per-fold feature rankings of one selector."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     import pyarrow.parquet as pq
 
-    from neopain.select import rank_folds
+    from neopain.learn.select import rank_folds
 
     p = sm.params
     table = pq.read_table(sm.input.features)

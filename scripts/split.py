@@ -1,7 +1,8 @@
 """Snakemake entry point: the subject-disjoint folds of one protocol, over the subjects
 with usable frames (the others are listed in the table's metadata and the log)."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
@@ -10,8 +11,8 @@ def main(sm):
 
     import pyarrow as pa
 
-    from neopain.samples import load_samples
-    from neopain.split import SPLIT_SCHEMA, make_split, usable_subjects
+    from neopain.core.samples import load_samples
+    from neopain.learn.split import SPLIT_SCHEMA, make_split, usable_subjects
 
     p = sm.params
     log = runtime.logging.getLogger("split")

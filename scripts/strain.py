@@ -1,10 +1,12 @@
-"""Snakemake entry point: optical-strain signals of one shard of videos (see neopain.strain)."""
+"""Snakemake entry point: optical-strain signals of one shard of videos (see neopain.features.strain)."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime, shards
+from neopain.core import provenance
+from neopain.core import runtime
+from neopain.core import shards
 
 
 def main(sm):
-    from neopain.strain import signal_status, strain_signal
+    from neopain.features.strain import signal_status, strain_signal
 
     cfg = dict(sm.params.strain)
 

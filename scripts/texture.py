@@ -1,12 +1,13 @@
 """Snakemake entry point: LBP / LTP grid descriptors of one video's keyframes."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime
+from neopain.core import provenance
+from neopain.core import runtime
 
 
 def main(sm):
     import pyarrow.parquet as pq
 
-    from neopain.texture import params_for, texture_video
+    from neopain.features.texture import params_for, texture_video
 
     method = sm.wildcards.texture
     params = params_for(method, sm.params.texture)

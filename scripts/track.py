@@ -1,7 +1,9 @@
 """Snakemake entry point: track, crop and keyframes of one shard of videos, one decode
-pass per video (see neopain.framepass, neopain.shards); per-video outputs and logs."""
+pass per video (see neopain.faces.framepass, neopain.core.shards); per-video outputs and logs."""
 import _bootstrap  # noqa: F401
-from neopain import provenance, runtime, shards
+from neopain.core import provenance
+from neopain.core import runtime
+from neopain.core import shards
 
 
 class _Progress:
@@ -13,15 +15,15 @@ class _Progress:
     def __call__(self, n_frames):
         if n_frames % 100 == 0:
             elapsed = self.clock() - self.t0
-            runtime.logging.getLogger("neopain.track").info(
+            runtime.logging.getLogger("neopain.faces.track").info(
                 "%d frames tracked in %.1f s (%.1f frames/s)", n_frames, elapsed,
                 n_frames / max(elapsed, 1e-9))
 
 
 def main(sm):
-    from neopain.framepass import DEFAULT_MAX_BYTES, track_crop_keyframes
-    from neopain.track import build_detector, params_from_config
-    from neopain.video import source_sha256
+    from neopain.faces.framepass import DEFAULT_MAX_BYTES, track_crop_keyframes
+    from neopain.faces.track import build_detector, params_from_config
+    from neopain.faces.video import source_sha256
 
     p = sm.params
     cfg, crop_cfg, kf_cfg = dict(p.track), dict(p.crop), dict(p.keyframes)
@@ -49,7 +51,7 @@ def main(sm):
         provenance.write_table(table, sm.output.tracks[i], prov)
         provenance.write_json(qc, sm.output.qc[i])
         if qc["status"] == "error":
-            runtime.logging.getLogger("neopain.track").error(
+            runtime.logging.getLogger("neopain.faces.track").error(
                 "%s: recorded as an error (track.on_error: record), %d frame(s) kept: %s",
                 video["path"], qc["n_frames"], qc["error"])
         prov_crop = provenance.make_provenance(

@@ -3,7 +3,7 @@
 import numpy as np
 import pyarrow as pa
 
-from neopain.crop import CROP_SCHEMA, encode_jpeg
+from neopain.faces.crop import CROP_SCHEMA, encode_jpeg
 
 
 def crops_table(images):

@@ -1,5 +1,5 @@
 """Synthetic feature tables with a known answer and exported artefacts built from them
-(tests of neopain.export and neopain.predict)."""
+(tests of neopain.deploy.export and neopain.deploy.predict)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neopain.export import Configuration, Settings, export_model
+from neopain.deploy.export import Configuration, Settings, export_model
 
 MOBILENET_SHA = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 INFORMATIVE = (3, 17)
@@ -60,7 +60,7 @@ def make_video_artefact(path: Path, dim=1280, seed=0, models=None, **pipe_kw):
     ``INFORMATIVE``; the search space: baselines none/center, mean+std, logreg_l2."""
     import pandas as pd
 
-    from neopain.videoexport import export_nested_model
+    from neopain.deploy.videoexport import export_nested_model
 
     rng = np.random.default_rng(seed)
     X, rows = [], []

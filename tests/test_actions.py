@@ -1,4 +1,4 @@
-"""Facial-action descriptors (neopain.actions) on inputs whose answer is known: a synthetic
+"""Facial-action descriptors (neopain.features.actions) on inputs whose answer is known: a synthetic
 mesh (the face-mesh network's own mean face) moved by known amounts, real faces rotated and
 mirrored, CK+ neutral -> apex directions, and the LiteRT mesh against the ONNX one."""
 
@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from neopain import actions as A
-from neopain.detectors import FaceMeshRefiner, MTCNNDetector
-from neopain.mpmodels import MESH_FILE
-from neopain.track import track_video
-from neopain.video import Frame
+from neopain.features import actions as A
+from neopain.faces.detectors import FaceMeshRefiner, MTCNNDetector
+from neopain.faces.mpmodels import MESH_FILE
+from neopain.faces.track import track_video
+from neopain.faces.video import Frame
 
 GEOMETRIC = tuple(A.DESCRIPTORS)
 
@@ -156,7 +156,7 @@ def _actions_of(img, mtcnn, refiner, texture=False):
     r = refiner.refine(img, faces[0])
     out = A.frame_actions(r.dense, r.depth)
     if texture:  # on the aligned crop, as the stage does
-        from neopain.crop import align, transform_points
+        from neopain.faces.crop import align, transform_points
 
         crop, M = align(img, faces[0].landmarks, 224)
         out.update(A.texture_energy(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY),
@@ -285,7 +285,7 @@ def test_litert_mesh_equals_the_onnx_mesh(shared_models, shared_data, ck_rows, m
 
 
 def A_SHA():
-    from neopain.mpmodels import MESH_SHA256
+    from neopain.faces.mpmodels import MESH_SHA256
     return MESH_SHA256
 
 
@@ -334,7 +334,7 @@ def test_feature_tables_keep_keyframes_with_finite_values_and_one_video_row():
 
 
 def test_actions_table_from_a_tracked_video_is_deterministic(videos, mtcnn, refiner):
-    from neopain.crop import crop_video
+    from neopain.faces.crop import crop_video
 
     path = videos / "single_face.mp4"
     table, qc = track_video(path, mtcnn, refiner=refiner, max_frames=12)
@@ -397,7 +397,7 @@ def test_actions_tables_flow_through_select_classify_evaluate(tmp_path_factory, 
                                   np.asarray(video.column("pose").to_pylist()))
     # actions.pose_regression reruns the fits of the actions frame/video tables only (not the
     # pose table, not the deep table); their scores' provenance records it
-    from neopain.provenance import read_provenance
+    from neopain.core.provenance import read_provenance
 
     cfg2 = _tiny.variant_config(work, "actions_pose", actions={
         "enabled": True, "intensity": {"enabled": True}, "pose_regression": True})
@@ -440,9 +440,9 @@ def test_fusion_gains_actions_and_deep_strain_actions_rows():
     the action selection."""
     from test_fusion import deep_rankings, sheet, synthetic
 
-    from neopain.evaluate import metrics_table
-    from neopain.fusion import ALL_SETS, fusion_scores, keyframe_strain, rank_strain, table7
-    from neopain.split import make_split
+    from neopain.learn.evaluate import metrics_table
+    from neopain.learn.fusion import ALL_SETS, fusion_scores, keyframe_strain, rank_strain, table7
+    from neopain.learn.split import make_split
 
     X, meta, strain, names = synthetic(strain_signal=0.0)
     split = make_split(sheet(meta), "g", {"kind": "group_kfold", "n_splits": 4})

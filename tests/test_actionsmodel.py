@@ -1,4 +1,4 @@
-"""Facial-action configurations exported and predicted (neopain.actionsmodel): predict
+"""Facial-action configurations exported and predicted (neopain.deploy.actionsmodel): predict
 computes the actions stage's features from a new recording's mesh and scores them."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neopain import actions as A
-from neopain.actionsmodel import (actions_pipeline, block_statistics, check_exportable,
+from neopain.features import actions as A
+from neopain.deploy.actionsmodel import (actions_pipeline, block_statistics, check_exportable,
                                   frame_feature_matrix, is_exportable)
-from neopain.mpmodels import MESH_FILE, MESH_SHA256
+from neopain.faces.mpmodels import MESH_FILE, MESH_SHA256
 
 # (video_id, subject, path under ckplus_sequences, y): disgust = 1, happiness/surprise = 0
 SEQS = [("S106_004", "S106", "disgust/S106_004", 1), ("S106_006", "S106", "happiness/S106_006", 0),
@@ -36,8 +36,8 @@ def study(repo, shared_data):
 @pytest.fixture(scope="module")
 def staged(study, shared_data):
     """Each sequence through track -> crop -> actions stage (as the workflow runs them)."""
-    from neopain.crop import crop_video
-    from neopain.track import build_detector, params_from_config, track_video
+    from neopain.faces.crop import crop_video
+    from neopain.faces.track import build_detector, params_from_config, track_video
 
     det, ref = build_detector(study["track"])
     out = {}
@@ -59,7 +59,7 @@ def _cols(t, name):
 
 
 def test_predict_features_equal_the_actions_stage(study, staged):
-    from neopain.video import iter_frames
+    from neopain.faces.video import iter_frames
 
     backbone = actions_pipeline(study, "frame", {f"weights:{MESH_FILE}": MESH_SHA256},
                                 "t")["backbone"]
@@ -98,8 +98,8 @@ def test_exported_actions_model_predicts_a_new_recording(study, staged, tmp_path
     recording gives the probability the artefact's scorer gives on the stage's features,
     and a PSPI-like column and line in the timeline."""
     from neopain.cli import main
-    from neopain.export import load
-    from neopain.videoexport import export_nested_model
+    from neopain.deploy.export import load
+    from neopain.deploy.videoexport import export_nested_model
 
     X, P, rows = [], [], []
     for vid, (_, _, frame_t, subj, y, _) in staged.items():
@@ -138,8 +138,8 @@ def test_exported_actions_video_model_scores_the_stage_row(study, staged, tmp_pa
     import json
 
     from neopain.cli import main
-    from neopain.export import load
-    from neopain.videoexport import export_nested_model
+    from neopain.deploy.export import load
+    from neopain.deploy.videoexport import export_nested_model
 
     X = np.vstack([_cols(v[5], "f_video") for v in staged.values()])
     meta = pd.DataFrame([(vid, v[3], v[4]) for vid, v in staged.items()],
@@ -196,7 +196,7 @@ def test_timeline_plot_draws_the_pspi_line_when_there_is_one(tmp_path):
     without a mesh has none."""
     import cv2
 
-    from neopain.predict import plot_timeline
+    from neopain.deploy.predict import plot_timeline
 
     t = np.arange(60) / 30.0
     frames = pd.DataFrame({"timestamp": t, "ok": True, "probability": 0.3, "smoothed": 0.3,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from neopain.backbones import REGISTRY, WeightsError, get_spec, load_backbone, locate_weights
+from neopain.features.backbones import REGISTRY, WeightsError, get_spec, load_backbone, locate_weights
 
 
 def test_offline_weights_are_found_and_verified():

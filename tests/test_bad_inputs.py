@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from _tiny import REPO, TINY_VIDEOS, job_counts, snakemake, tiny_config, write_sheet
-from neopain.samples import SampleSheetError, check_study, load_samples, missing_paths
-from neopain.video import VideoError, iter_frames
+from neopain.core.samples import SampleSheetError, check_study, load_samples, missing_paths
+from neopain.faces.video import VideoError, iter_frames
 
 LABELS = ["no_pain", "pain"]
 HEADER = "video_id\tsubject_id\tpath\tlabel"
@@ -130,7 +130,7 @@ def test_missing_paths_are_listed_with_lines_not_raised_when_deferred(tmp_path):
 
 
 def test_config_strings_from_the_command_line_are_coerced():
-    from neopain.studyconfig import coerce_strings
+    from neopain.core.studyconfig import coerce_strings
 
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     # what snakemake's --config parser makes of export='{enabled: true}' and a k list
@@ -141,7 +141,7 @@ def test_config_strings_from_the_command_line_are_coerced():
 
 
 def test_run_selector_and_backbone_names():
-    from neopain.studyconfig import ConfigError, check_backbones, select_run
+    from neopain.core.studyconfig import ConfigError, check_backbones, select_run
 
     cfg = {"extract": {"backbones": {"mobilenet_v2": {"layers": ["penultimate"]},
                                      "fer": {"layers": ["penultimate"]}}},
@@ -160,7 +160,7 @@ def test_run_selector_and_backbone_names():
 
 
 def test_k_larger_than_the_features_is_clipped_and_reported(caplog):
-    from neopain.classify import score_folds
+    from neopain.learn.classify import score_folds
 
     rng = np.random.default_rng(0)
     n, d = 40, 12
@@ -184,8 +184,8 @@ def test_k_larger_than_the_features_is_clipped_and_reported(caplog):
 def test_truncated_faststart_video_is_partial_and_croppable(videos, tmp_path):
     """WolfgangLanger_Pexels.mp4 (moov first) cut in half with head -c: the frames before
     the cut are read, frames_lost is counted, and crop stops at the last tracked frame."""
-    from neopain.crop import crop_video
-    from neopain.track import TRACK_SCHEMA, qc_status
+    from neopain.faces.crop import crop_video
+    from neopain.faces.track import TRACK_SCHEMA, qc_status
 
     cut = head_c(videos / "WolfgangLanger_Pexels.mp4", tmp_path / "half.mp4", 0.5)
     stamps = []
@@ -214,8 +214,8 @@ def test_truncated_faststart_video_is_partial_and_croppable(videos, tmp_path):
 
 def test_frame_folder_with_a_corrupt_image_is_partial(shared_data, tmp_path):
     pytest.importorskip("facenet_pytorch")
-    from neopain.crop import crop_video
-    from neopain.track import MTCNNDetector, track_video
+    from neopain.faces.crop import crop_video
+    from neopain.faces.track import MTCNNDetector, track_video
 
     folder, n_files, bad = broken_folder(shared_data, tmp_path / "seq")
     table, qc = track_video(folder, MTCNNDetector(), on_error="record")
@@ -229,7 +229,7 @@ def test_frame_folder_with_a_corrupt_image_is_partial(shared_data, tmp_path):
 
 
 def test_failed_run_sets_stale_tables_aside(tmp_path):
-    from neopain.stale import clear_stale, set_aside_stale
+    from neopain.core.stale import clear_stale, set_aside_stale
 
     ev = tmp_path / "results/evaluation"
     ev.mkdir(parents=True)

@@ -5,10 +5,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from neopain import baseline as bl
-from neopain import videomodels as vm
-from neopain.pooling import pool_videos
-from neopain.tables import feature_matrix, fixed_size_list
+from neopain.learn import baseline as bl
+from neopain.learn import videomodels as vm
+from neopain.learn.pooling import pool_videos
+from neopain.features.tables import feature_matrix, fixed_size_list
 
 
 def _table(X, subjects, y):

@@ -1,4 +1,4 @@
-"""BlazeFace backend (neopain.blazeface): anchors and decoding against known answers
+"""BlazeFace backend (neopain.faces.blazeface): anchors and decoding against known answers
 (MediaPipe's graph options), real faces against MTCNN, the default tracker's config."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from neopain.blazeface import (FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, decode, five_points,
+from neopain.faces.blazeface import (FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, decode, five_points,
                                ssd_anchors, weighted_nms)
-from neopain.mpmodels import FILES
+from neopain.faces.mpmodels import FILES
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "resources" / "weights"
 
@@ -28,7 +28,7 @@ def blaze() -> BlazeFaceDetector:
 @pytest.fixture(scope="module")
 def mtcnn():
     pytest.importorskip("facenet_pytorch")
-    from neopain.detectors import MTCNNDetector
+    from neopain.faces.detectors import MTCNNDetector
 
     return MTCNNDetector(max_side=None)
 
@@ -106,7 +106,7 @@ def test_five_points_keep_eyes_and_nose_and_centre_the_mouth():
 
 
 def test_blazeface_matches_mtcnn_on_a_real_face(videos, blaze, mtcnn):
-    from neopain.video import iter_frames
+    from neopain.faces.video import iter_frames
 
     img = next(iter(iter_frames(videos / "single_face.mp4"))).image
     (ref,) = mtcnn.detect(img)
@@ -147,7 +147,7 @@ def test_blazeface_on_ckplus_faces(shared_data, blaze, mtcnn):
 
 
 def test_no_face_gives_nothing(videos, blaze):
-    from neopain.video import iter_frames
+    from neopain.faces.video import iter_frames
 
     img = next(iter(iter_frames(videos / "no_face.mp4"))).image
     assert [d for d in blaze.detect(img) if d.score >= FULL_RANGE.min_score_thresh] == []
@@ -185,8 +185,8 @@ def test_weights_are_verified(tmp_path, blaze):
 def test_default_config_builds_blazeface_with_mesh_mouth_corners(videos, blaze):
     import yaml
 
-    from neopain.detectors import mesh_to_five
-    from neopain.track import build_detector, track_video
+    from neopain.faces.detectors import mesh_to_five
+    from neopain.faces.track import build_detector, track_video
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     det, ref = build_detector(cfg["track"])
@@ -208,7 +208,7 @@ def test_mesh_presence_check_rejects_a_drawn_face(videos, blaze):
     (track.min_mesh_score, BlazeFace default 0.5) rejects it: status no_face."""
     import yaml
 
-    from neopain.track import build_detector, params_from_config, track_video
+    from neopain.faces.track import build_detector, params_from_config, track_video
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     det, ref = build_detector(cfg["track"])

@@ -11,11 +11,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVC
 
-from neopain import classify
-from neopain.classify import (CLASSIFIERS, cross_validate, make_pipeline, make_search,
+from neopain.learn import classify
+from neopain.learn.classify import (CLASSIFIERS, cross_validate, make_pipeline, make_search,
                               positive_score, score_folds)
-from neopain.select import ReliefF, SymmetricUncertainty, rank_folds_array
-from neopain.split import LeakageError, make_split
+from neopain.learn.select import ReliefF, SymmetricUncertainty, rank_folds_array
+from neopain.learn.split import LeakageError, make_split
 
 
 def frames(n_subjects=20, per=8, p=12, signal=0.6, seed=0):

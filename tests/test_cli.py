@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from neopain import provenance
+from neopain.core import provenance
 from neopain.cli import main
 
 

@@ -151,7 +151,7 @@ def test_slurm_run_results_match_the_local_pipeline(slurm_run):
     t5 = pq.read_table(work / "results/evaluation/table5.parquet").to_pandas()
     assert len(t5) == 1 and t5["layer"].tolist() == ["penultimate"]
     assert (work / "results/provenance/run.json").is_file()
-    from neopain.verify import verify
+    from neopain.core.verify import verify
 
     report = verify(work / "results")
     assert report.ok, report.summary()

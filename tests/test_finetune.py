@@ -1,4 +1,4 @@
-"""Fine-tuning and cascaded fine-tuning (neopain.finetune, workflow/rules/finetune.smk).
+"""Fine-tuning and cascaded fine-tuning (neopain.finetune.finetune, workflow/rules/finetune.smk).
 
 Unit level (real ckplus48 crops): validation subjects come from a fold's training subjects
 only; augmentation is seeded; what `unfreeze` trains; two CPU runs with one seed give
@@ -32,9 +32,9 @@ import torch
 import yaml
 
 import _tiny
-from neopain import finetune as ft
-from neopain.backbones import WeightsError, get_spec, load_backbone
-from neopain.provenance import read_provenance, sha256_file
+from neopain.finetune import finetune as ft
+from neopain.features.backbones import WeightsError, get_spec, load_backbone
+from neopain.core.provenance import read_provenance, sha256_file
 
 FT_VIDEOS = [
     *_tiny.TINY_VIDEOS,
@@ -101,7 +101,7 @@ def small_set(shared: Path, n: int = 48) -> ft.ImageSet:
 
 
 def test_validation_subjects_come_from_training_subjects_only(shared_data):
-    from neopain.split import fold_subjects, make_split
+    from neopain.learn.split import fold_subjects, make_split
 
     data = ckplus48_set(shared_data)
     meta = pd.DataFrame({"subject_id": data.subject_id,
@@ -238,18 +238,18 @@ def test_corrupt_or_foreign_resume_state_is_ignored(shared_data, tmp_path, caplo
     resume = tmp_path / "resume"
     resume.mkdir()
     (resume / "state.safetensors").write_bytes(b"\x00" * 100)          # a torn write
-    with caplog.at_level(logging.WARNING, logger="neopain.finetune"):
+    with caplog.at_level(logging.WARNING, logger="neopain.finetune.finetune"):
         _, got, res = _train_fer(data, tmp_path, "garbage", resume_dir=resume)
     assert "ignoring resume state" in caplog.text and res.resumed_from is None
     assert got["sha256"] == clean["sha256"]
     # the state that run left (finished) belongs to seed 0: a seed-1 job ignores it
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="neopain.finetune"):
+    with caplog.at_level(logging.WARNING, logger="neopain.finetune.finetune"):
         _, other, res1 = _train_fer(data, tmp_path, "other", seed=1, resume_dir=resume)
     assert "belongs to another job" in caplog.text and res1.resumed_from is None
     # ... and the same job resumes it (finished: nothing left to train), same checkpoint
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="neopain.finetune"):
+    with caplog.at_level(logging.INFO, logger="neopain.finetune.finetune"):
         _, again, res2 = _train_fer(data, tmp_path, "again", seed=1, resume_dir=resume)
     assert res2.resumed_from == 2 and "resumed from epoch 2" in caplog.text
     assert again["sha256"] == other["sha256"]
@@ -279,8 +279,8 @@ def _sidecar(work: Path, rel: str) -> dict:
 
 @pytest.mark.slow
 def test_outputs_schemas_provenance_and_loss(ft_run):
-    from neopain.classify import SCORE_SCHEMA
-    from neopain.evaluate import metrics_table
+    from neopain.learn.classify import SCORE_SCHEMA
+    from neopain.learn.evaluate import metrics_table
 
     work, cfg, elapsed = ft_run
     print(f"tiny fine-tuning DAG: {elapsed:.0f} s")
@@ -376,7 +376,7 @@ def test_rule_all_leaves_finetuning_out_unless_enabled(ft_run):
 
 @pytest.mark.slow
 def test_finetuned_checkpoint_as_extract_backbone(ft_run):
-    from neopain.extract import extract_video
+    from neopain.features.extract import extract_video
 
     work, cfg, _ = ft_run
     ckpt = "results/cascade/stage1/mobilenet_v2/model.safetensors"

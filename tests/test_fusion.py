@@ -1,4 +1,4 @@
-"""Fusion of deep and strain features (neopain.fusion) and Table 7: per-fold selection on
+"""Fusion of deep and strain features (neopain.learn.fusion) and Table 7: per-fold selection on
 training subjects only, imputation, the score schema, DeLong p-values, and the tiny
 workflow run's table7 and report."""
 
@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import _tiny
-from neopain.evaluate import metrics_table
-from neopain.fusion import (FEATURE_SETS, FUSION_SCHEMA, fusion_scores, impute_from_training,
+from neopain.learn.evaluate import metrics_table
+from neopain.learn.fusion import (FEATURE_SETS, FUSION_SCHEMA, fusion_scores, impute_from_training,
                             keyframe_strain, rank_strain, table7)
-from neopain.split import make_split
+from neopain.learn.split import make_split
 
 
 def synthetic(n_subj=12, per_video=4, deep_dim=40, seed=0, strain_signal=2.0,
@@ -193,7 +193,7 @@ def test_tiny_run_has_table7_with_its_three_rows(clean):
     assert np.isfinite(strain.filter(like="_signal_mean")).all().all()
     scores = pq.read_table(clean / "results/fusion/mobilenet_v2/penultimate/loso/relieff.parquet")
     assert scores.schema.names == FUSION_SCHEMA.names
-    from neopain.provenance import read_provenance
+    from neopain.core.provenance import read_provenance
 
     prov = read_provenance(clean / "results/evaluation/table7.parquet")
     assert prov["rule"] == "evaluate_fusion" and "video:S106_004" in prov["sources"]

@@ -80,7 +80,7 @@ def downstream_rules(work: Path, rule: str) -> set[str]:
 def test_adding_a_video_schedules_exactly_its_shard_and_the_aggregations(clean):
     """Per-video work runs in shards (docs/scale.md): the new video's shard is redone (its
     other videos too: at most one batch), no other shard, then the aggregations."""
-    from neopain.shards import assign
+    from neopain.core.shards import assign
 
     _tiny.write_sheet(clean / "grown.tsv", [*_tiny.TINY_VIDEOS, _tiny.EXTRA_VIDEO])
     grown = "grown.tsv"
@@ -130,7 +130,7 @@ def _per_video_done(work: Path) -> tuple[int, int, int]:
     its track job as finished, so a shard with any of their outputs on disk has a track job
     that a rerun must not redo.
     """
-    from neopain.shards import assign
+    from neopain.core.shards import assign
 
     crops = len(list((work / "results" / "crops").glob("*.parquet")))
     feats = len(list((work / "results" / "features").glob("*/_per_video/*.parquet")))
@@ -145,7 +145,7 @@ def _per_video_done(work: Path) -> tuple[int, int, int]:
 
 
 def test_sigkill_mid_run_then_rerun_gives_identical_tables(clean, tmp_path, shared_data):
-    from neopain.shards import assign
+    from neopain.core.shards import assign
 
     work = tmp_path / "crash"
     work.mkdir()

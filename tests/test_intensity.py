@@ -1,10 +1,10 @@
-"""The per-frame intensity model over the facial actions (neopain.intensity)."""
+"""The per-frame intensity model over the facial actions (neopain.learn.intensity)."""
 
 import numpy as np
 import pandas as pd
 
-from neopain.intensity import fold_intensity, summary_markdown
-from neopain.split import fold_subjects, make_split
+from neopain.learn.intensity import fold_intensity, summary_markdown
+from neopain.learn.split import fold_subjects, make_split
 
 
 def frames_task(seed=0, n_subjects=8, frames=30):

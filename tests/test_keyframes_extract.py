@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from _crops import crops_table  # noqa: E402  (tests/ helper)
-from neopain.keyframes import select_keyframes
+from neopain.faces.keyframes import select_keyframes
 
 
 def grey(value):
@@ -32,8 +32,8 @@ def test_cap_keeps_evenly_spaced_and_is_deterministic():
 
 
 def test_extract_video_schema():
-    from neopain.backbones import load_backbone
-    from neopain.extract import extract_video
+    from neopain.features.backbones import load_backbone
+    from neopain.features.extract import extract_video
 
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) for _ in range(3)]
@@ -51,7 +51,7 @@ def test_extract_video_schema():
 
 def test_landmark_rule_and_either():
     """Same pixels, moving mouth corners: only the landmark rule sees the change."""
-    from neopain.crop import template
+    from neopain.faces.crop import template
 
     n = 4
     t = template(224)

@@ -10,8 +10,8 @@ import pytest
 import scipy.io
 import torch
 
-from neopain import matconvnet as mc
-from neopain.backbones import WeightsError, load_backbone
+from neopain.features import matconvnet as mc
+from neopain.features.backbones import WeightsError, load_backbone
 
 # --- a reference implementation of the stored network, in numpy (H x W x C arrays) ------
 

@@ -1,13 +1,13 @@
-"""Nested model selection: no leakage, honest chance level, known lifts (neopain.nested)."""
+"""Nested model selection: no leakage, honest chance level, known lifts (neopain.learn.nested)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from neopain import nested as ns
-from neopain.evaluate import binary_metrics
-from neopain.split import fold_subjects, make_split
-from neopain.summary import summary_table, to_markdown
+from neopain.learn import nested as ns
+from neopain.learn.evaluate import binary_metrics
+from neopain.learn.split import fold_subjects, make_split
+from neopain.report.summary import summary_table, to_markdown
 
 MODELS = {"logreg_l2": {"C": [0.01, 1.0]}}
 
@@ -111,7 +111,7 @@ def test_summary_rows_and_labels():
     assert "baseline center" in t.loc["best_of_n", "configuration"]
     md = to_markdown(table, ["note"])
     assert "| nested |" in md and "OPTIMISTIC" in md
-    from neopain.summary import summary_roc_curves
+    from neopain.report.summary import summary_roc_curves
 
     curves = summary_roc_curves({"loso": res}, table)
     labels = [c[0] for c in curves]
@@ -157,7 +157,7 @@ def test_frame_route_scores_videos_by_the_mean_of_their_frame_scores():
     train, test = fold_subjects(split, 0)
     vids, s, _ = fit(c, frame_view, train, test)
     # by hand: the same model on the training frames, mean of each test video's frames
-    from neopain import videomodels as vm
+    from neopain.learn import videomodels as vm
 
     tr = meta["subject_id"].isin(train).to_numpy()
     te = meta["subject_id"].isin(test).to_numpy()

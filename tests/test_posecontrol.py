@@ -1,16 +1,16 @@
-"""Head pose as a control (neopain.posecontrol): pose regression inside every fit of the
+"""Head pose as a control (neopain.learn.posecontrol): pose regression inside every fit of the
 nested search and of select/classify, fitted on training subjects only."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from neopain import nested as ns
-from neopain import posecontrol as pc
-from neopain.classify import score_folds
-from neopain.evaluate import binary_metrics
-from neopain.select import rank_folds_array
-from neopain.split import fold_subjects, make_split
+from neopain.learn import nested as ns
+from neopain.learn import posecontrol as pc
+from neopain.learn.classify import score_folds
+from neopain.learn.evaluate import binary_metrics
+from neopain.learn.select import rank_folds_array
+from neopain.learn.split import fold_subjects, make_split
 
 MODELS = {"logreg_l2": {"C": [1.0]}}
 
@@ -152,7 +152,7 @@ def test_residualize_known_answer_and_pose_statistics():
 def test_a_table_without_pose_is_refused_by_name():
     import pyarrow as pa
 
-    from neopain.tables import fixed_size_list
+    from neopain.features.tables import fixed_size_list
 
     t = pa.table({"subject_id": ["a"], "features": fixed_size_list(np.zeros((1, 2), np.float32))}
                  ).replace_schema_metadata({b"neopain.backbone": b"fer",

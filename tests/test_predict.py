@@ -12,7 +12,7 @@ import pytest
 
 from _synthetic_model import make_artefact
 from neopain.cli import main
-from neopain.predict import (PredictOptions, epoch_table, read_epochs, segments,
+from neopain.deploy.predict import (PredictOptions, epoch_table, read_epochs, segments,
                              smooth_timeline)
 
 
@@ -190,8 +190,8 @@ def test_tampered_model_is_refused_by_predict(model, videos, tmp_path, capsys):
 
 
 def test_weights_and_tracker_mismatch_are_refused(tmp_path):
-    from neopain.export import load
-    from neopain.predict import PredictionError, Predictor
+    from neopain.deploy.export import load
+    from neopain.deploy.predict import PredictionError, Predictor
 
     p = tmp_path / "m.neopain"
     make_artefact(p, classifier="nb", k=3, dim=1280, selector="su",
@@ -206,9 +206,9 @@ def test_weights_and_tracker_mismatch_are_refused(tmp_path):
 
 
 def test_embedded_weights_are_used_and_verified(tmp_path):
-    from neopain.backbones import REGISTRY, locate_weights
-    from neopain.export import load
-    from neopain.predict import Predictor
+    from neopain.features.backbones import REGISTRY, locate_weights
+    from neopain.deploy.export import load
+    from neopain.deploy.predict import Predictor
 
     wfile = locate_weights(REGISTRY["mobilenet_v2"], None)
     p = tmp_path / "embedded.neopain"

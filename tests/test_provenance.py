@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from neopain import provenance
+from neopain.core import provenance
 
 
 def test_write_table_has_provenance_and_is_deterministic(tmp_path):

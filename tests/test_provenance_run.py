@@ -21,8 +21,8 @@ import pytest
 
 import _tiny
 from neopain.cli import main as cli
-from neopain.provenance import read_provenance, sha256_file
-from neopain.verify import verify
+from neopain.core.provenance import read_provenance, sha256_file
+from neopain.core.verify import verify
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from _crops import crops_table
-from neopain.qc import faces_mode, montage
+from neopain.faces.qc import faces_mode, montage
 
 
 def _faces(shared_data, n=8):

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neopain.clustered import clustered_delong, clustered_delong_components, roc_band
-from neopain.chance import chance_table, with_chance_rows
-from neopain.evaluate import (constant_only, delong_components, delong_table, delong_test,
+from neopain.learn.clustered import clustered_delong, clustered_delong_components, roc_band
+from neopain.learn.chance import chance_table, with_chance_rows
+from neopain.learn.evaluate import (constant_only, delong_components, delong_table, delong_test,
                               format_p, metrics_table, per_subject, per_video, table5, table6)
 
 
@@ -171,7 +171,7 @@ def test_delong_table_is_clustered_by_subject():
 
 
 def test_p_values_and_too_few_subjects_print_in_words():
-    from neopain.report_html import display
+    from neopain.report.report_html import display
 
     assert format_p(1e-12) == "< 0.001" and format_p(0.0) == "< 0.001"
     assert format_p(0.0123) == "0.012" and format_p(float("nan")) == "n/a"
@@ -185,7 +185,7 @@ def test_p_values_and_too_few_subjects_print_in_words():
 def test_markdown_pages_become_html_tables():
     """export's model card / calibration Markdown as report pages: pipe tables -> <table>,
     long tables sortable, the document's own heading kept, raw HTML escaped."""
-    from neopain.report_html import SORTABLE_ROWS, markdown_page
+    from neopain.report.report_html import SORTABLE_ROWS, markdown_page
 
     rows = "".join(f"| f{i} | {i / 100:.3f} |\n" for i in range(SORTABLE_ROWS + 1))
     md = ("# Calibration\n\nBrier <script>x</script> per fold.\n\n| fold | brier |\n"
@@ -209,7 +209,7 @@ def test_roc_band_contains_the_curve():
 
 
 def test_headline_nested_when_given_else_best_of_n_upper_bound():
-    from neopain.landing import headline
+    from neopain.report.landing import headline
 
     scores = _rows(MIXED)
     m = metrics_table(scores, n_boot=0)
@@ -234,7 +234,7 @@ def test_headline_nested_when_given_else_best_of_n_upper_bound():
 
 
 def test_result_pages_are_html_tables_with_chance_row_and_words():
-    from neopain.report_pages import best_table_page, finetune_page
+    from neopain.report.report_pages import best_table_page, finetune_page
 
     scores = _rows(MIXED)
     m = metrics_table(scores, n_boot=50)
@@ -249,7 +249,7 @@ def test_result_pages_are_html_tables_with_chance_row_and_words():
 
 
 def test_summary_says_too_few_subjects_instead_of_numbers():
-    from neopain.landing import facts, summary_lines
+    from neopain.report.landing import facts, summary_lines
 
     # the demo's problem: every pain recording from one subject -> no per-recording AUC
     spec = [("a1", "A", 1, [(0.9, 1)]), ("a2", "A", 1, [(0.2, 0)]),

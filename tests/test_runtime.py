@@ -1,4 +1,4 @@
-"""neopain.runtime.keep_freed_memory and neopain.tables.fixed_size_list."""
+"""neopain.core.runtime.keep_freed_memory and neopain.features.tables.fixed_size_list."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from neopain.tables import feature_matrix, fixed_size_list
+from neopain.features.tables import feature_matrix, fixed_size_list
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -25,7 +25,7 @@ import torch
 torch.set_num_threads(1)
 tuned = {}
 if sys.argv[2] == "tuned":
-    from neopain.runtime import keep_freed_memory
+    from neopain.core.runtime import keep_freed_memory
     tuned = keep_freed_memory()
     assert keep_freed_memory() is tuned  # idempotent
 net = torch.nn.Sequential(*[torch.nn.Conv2d(16, 16, 3, padding=1) for _ in range(4)]).eval()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from neopain.samples import SampleSheetError, load_samples
+from neopain.core.samples import SampleSheetError, load_samples
 
 LABELS = ["no_pain", "pain"]
 

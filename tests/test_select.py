@@ -1,4 +1,4 @@
-"""Tests for ``neopain.select``: ReliefF and Symmetric Uncertainty with Weka 3.6 semantics."""
+"""Tests for ``neopain.learn.select``: ReliefF and Symmetric Uncertainty with Weka 3.6 semantics."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from scipy.io import arff
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
 
-from neopain import select
-from neopain.select import SELECTORS, ReliefF, SymmetricUncertainty, make_selector
+from neopain.learn import select
+from neopain.learn.select import SELECTORS, ReliefF, SymmetricUncertainty, make_selector
 
 WEKA_FIXTURES = Path(__file__).parent / "fixtures" / "weka"
 
@@ -571,7 +571,7 @@ def test_relieff_leaves_torch_thread_count_alone():
         "torch.set_num_threads(1)\n"
         "torch.ones(64, 64) @ torch.ones(64, 64)  # torch's threads are set up (used)\n"
         "assert torch.get_num_threads() == 1\n"
-        "from neopain.select import ReliefF\n"
+        "from neopain.learn.select import ReliefF\n"
         "rng = np.random.default_rng(0)\n"
         "X = rng.random((120, 30)); y = np.arange(120) % 2\n"
         "ReliefF(n_features_to_select=5, backend='numba', n_jobs=2).fit(X, y)\n"

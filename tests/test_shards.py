@@ -1,4 +1,4 @@
-"""Shards of videos (neopain.shards) and the one-decode-pass frame stage (neopain.framepass).
+"""Shards of videos (neopain.core.shards) and the one-decode-pass frame stage (neopain.faces.framepass).
 
 Stable assignment (a video's shard depends on its id only), the crop stage on the
 tracker's kept frames giving the same table as decoding the source again (real CK+
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from neopain.shards import assign, run_videos, shard_of
+from neopain.core.shards import assign, run_videos, shard_of
 
 
 def test_shard_of_depends_on_the_video_id_only():
@@ -62,8 +62,8 @@ def _fixed_track(n_frames: int, fps: float, ok_every: int = 2) -> pa.Table:
 
 
 def test_crops_from_kept_frames_equal_a_second_decode(shared_data):
-    from neopain.crop import crop_video
-    from neopain.framepass import FrameTee
+    from neopain.faces.crop import crop_video
+    from neopain.faces.framepass import FrameTee
 
     path = str(shared_data / "ckplus_sequences/disgust/S106_004")
     tee = FrameTee(path, 30.0, "record")
@@ -79,7 +79,7 @@ def test_crops_from_kept_frames_equal_a_second_decode(shared_data):
 
 
 def test_skipped_images_are_recorded_as_the_tracker_records_them():
-    from neopain.framepass import _record_bad_images
+    from neopain.faces.framepass import _record_bad_images
 
     qc = {"n_frames": 10, "n_ok": 9, "error": None, "frames_lost": 0, "status": "ok"}
     out = _record_bad_images(qc, ["frame 3: x.png: cannot decode"])
@@ -90,9 +90,9 @@ def test_skipped_images_are_recorded_as_the_tracker_records_them():
 
 def test_track_crop_keyframes_library_path_does_not_import_torch():
     code = ("import sys\n"
-            "import neopain.shards, neopain.framepass, neopain.track, neopain.crop, "
-            "neopain.keyframes, neopain.provenance, neopain.runtime, neopain.qc, "
-            "neopain.video\n"
+            "import neopain.core.shards, neopain.faces.framepass, neopain.faces.track, neopain.faces.crop, "
+            "neopain.faces.keyframes, neopain.core.provenance, neopain.core.runtime, neopain.faces.qc, "
+            "neopain.faces.video\n"
             "print(sorted(m for m in ('torch', 'torchvision', 'facenet_pytorch') "
             "if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from neopain.split import LeakageError, check_disjoint, make_split
+from neopain.learn.split import LeakageError, check_disjoint, make_split
 
 
 def samples(n_subjects=8):

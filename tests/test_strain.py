@@ -1,4 +1,4 @@
-"""Optical strain (neopain.strain): analytic deformations, static and gapped sequences,
+"""Optical strain (neopain.features.strain): analytic deformations, static and gapped sequences,
 error handling, determinism, streaming, and CK+ onset-to-apex sequences."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from _crops import crops_table
-from neopain import strain as st
-from neopain.provenance import make_provenance, write_table
+from neopain.features import strain as st
+from neopain.core.provenance import make_provenance, write_table
 
 N = 224
 C = (N - 1) / 2.0
@@ -292,8 +292,8 @@ def ck_crops(shared_data):
     """Aligned crops (MTCNN track -> crop_video) of every second CK+ sequence (20 of 40:
     all 6 emotions, 10 subjects; ~20 s on 1 core)."""
     pytest.importorskip("facenet_pytorch")
-    from neopain.crop import crop_video
-    from neopain.track import MTCNNDetector, track_video
+    from neopain.faces.crop import crop_video
+    from neopain.faces.track import MTCNNDetector, track_video
 
     det = MTCNNDetector()
     out = {}

@@ -1,4 +1,4 @@
-"""One decode pass for prediction (neopain.stream): the bounded-lag smoother against the
+"""One decode pass for prediction (neopain.deploy.stream): the bounded-lag smoother against the
 tracker's own smoothing, and single-pass prediction against the two-pass one."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neopain.detectors import Detection
-from neopain.stream import LookaheadSmoother
-from neopain.track import TrackParams, _smooth_rows
+from neopain.faces.detectors import Detection
+from neopain.deploy.stream import LookaheadSmoother
+from neopain.faces.track import TrackParams, _smooth_rows
 
 
 def _rows(n=460, seed=0):
@@ -81,8 +81,8 @@ def model(tmp_path_factory):
 def test_single_pass_prediction_equals_two_passes(model, videos):
     """One decode pass scores the same frames with the same probabilities (to 1e-4) as
     tracking first and decoding again, on a real video with the default tracker."""
-    from neopain.export import load
-    from neopain.predict import PredictOptions, Predictor
+    from neopain.deploy.export import load
+    from neopain.deploy.predict import PredictOptions, Predictor
 
     try:
         pred = Predictor(load(model), PredictOptions(max_frames=60, batch_size=8))

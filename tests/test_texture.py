@@ -1,4 +1,4 @@
-"""Texture baselines (neopain.texture): LTP against a hand-computed example and against
+"""Texture baselines (neopain.features.texture): LTP against a hand-computed example and against
 scikit-image's LBP, grid histograms, the per-video tables, and the workflow path
 (texture tables through select/classify/evaluate like a backbone)."""
 
@@ -13,7 +13,7 @@ import pytest
 
 import _tiny
 from _crops import crops_table
-from neopain import texture as tx
+from neopain.features import texture as tx
 
 # centre 100; neighbours p = 0..7 counter-clockwise from east (row offset -R sin,
 # column offset R cos), diagonals bilinear: dr = dc = 1 - 0.70711 = 0.29289 towards
@@ -95,7 +95,7 @@ def test_grid_histograms_and_dimensions():
 def test_texture_video_rows_are_the_keyframes_in_the_gathered_schema(tmp_path):
     import pandas as pd
 
-    from neopain.extract import gather_layer
+    from neopain.features.extract import gather_layer
 
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (224, 224, 3)).astype(np.uint8) for _ in range(5)]

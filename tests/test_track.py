@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from neopain.track import (
+from neopain.faces.track import (
     DEFAULT_REACQUIRE_AFTER,
     DETECTORS,
     TRACK_SCHEMA,
@@ -74,7 +74,7 @@ def test_make_detector():
 def test_detect_returns_original_pixel_coordinates(videos, detector):
     """A 1280x720 frame is detected at 640 px; results must match detecting on a
     2x upscaled 640x360 frame mapped back, i.e. be in original pixels."""
-    from neopain.video import iter_frames
+    from neopain.faces.video import iter_frames
 
     img = next(iter(iter_frames(videos / "single_face.mp4"))).image  # 640x360
     (small,) = detector.detect(img)
@@ -190,7 +190,7 @@ def test_face_then_cartoon_and_cartoon_then_face(videos, detector):
 def test_truncated_video_record_or_fail(videos, tmp_path, detector):
     """on_error=record keeps the frames decoded before the problem and flags the
     video; on_error=fail raises the VideoError naming the file."""
-    from neopain.video import VideoError
+    from neopain.faces.video import VideoError
 
     from test_video import _faststart_copy
 
@@ -252,7 +252,7 @@ def test_rules_acquire_follow_jump_occluded():
 
 def test_geometry_views_map_back_exactly():
     """A point drawn into a frame is found at the same original pixel through every view."""
-    from neopain.track import _Views, _apply
+    from neopain.faces.track import _Views, _apply
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (90, 160, 3), dtype=np.uint8)
@@ -275,7 +275,7 @@ def test_geometry_views_map_back_exactly():
 
 
 def test_one_euro_removes_jitter_without_lag():
-    from neopain.track import one_euro
+    from neopain.faces.track import one_euro
 
     rng = np.random.default_rng(0)
     t = np.arange(120) / 30.0

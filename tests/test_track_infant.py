@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from neopain.crop import align, crop_video, decode_jpeg, template, transform_points
-from neopain.track import TRACK_SCHEMA, MTCNNDetector, track_video
-from neopain.video import Frame, iter_frames
+from neopain.faces.crop import align, crop_video, decode_jpeg, template, transform_points
+from neopain.faces.track import TRACK_SCHEMA, MTCNNDetector, track_video
+from neopain.faces.video import Frame, iter_frames
 
 ROT = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
@@ -28,8 +28,8 @@ def detector() -> MTCNNDetector:
 @pytest.fixture(scope="module")
 def mesh_refiner():
     """The default 468-point mesh (LiteRT) when `make mesh-weights` has run, else None."""
-    from neopain.detectors import FaceMeshRefiner
-    from neopain.mpmodels import MESH_FILE
+    from neopain.faces.detectors import FaceMeshRefiner
+    from neopain.faces.mpmodels import MESH_FILE
 
     d = Path(__file__).resolve().parents[1] / "resources" / "weights"
     if not (d / MESH_FILE).is_file():
@@ -47,7 +47,7 @@ def infant(videos, detector, mesh_refiner):
 def test_infant_mesh_lands_on_the_face(infant):
     """Issue 15: in >= 95% of the tracked frames the mesh centroid lies in the tracked box
     and its eye points in the upper half of the aligned crop; the actions are finite."""
-    from neopain.actions import EYE_L, EYE_R, POSE, frame_actions
+    from neopain.features.actions import EYE_L, EYE_R, POSE, frame_actions
 
     _, table, qc = infant
     if "refiner" not in qc["detector"]:
@@ -122,7 +122,7 @@ def default_tracker():
     """config.yaml's tracker (BlazeFace + the 468-point mesh, issue 18)."""
     import yaml
 
-    from neopain.track import build_detector, params_from_config
+    from neopain.faces.track import build_detector, params_from_config
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     try:
@@ -207,7 +207,7 @@ def test_rotations_give_the_same_success_rate(videos, detector):
 
 
 def test_montage_faces_only_when_allowed(infant):
-    from neopain.qc import BLANK, montage, write_png
+    from neopain.faces.qc import BLANK, montage, write_png
 
     path, table, qc = infant
     sub = table.slice(0, 40)
@@ -234,7 +234,7 @@ def test_montage_faces_only_when_allowed(infant):
 
 
 def test_montage_png_written(infant, tmp_path):
-    from neopain.qc import montage, write_png
+    from neopain.faces.qc import montage, write_png
 
     path, table, qc = infant
     sub = table.slice(0, 10)

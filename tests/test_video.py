@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from neopain.video import Frame, VideoError, iter_frames, natural_key, source_sha256
+from neopain.faces.video import Frame, VideoError, iter_frames, natural_key, source_sha256
 
 
 @pytest.fixture(scope="module")

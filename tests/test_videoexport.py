@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neopain import videomodels as vm
-from neopain.baseline import reference_stats
-from neopain.export import ScoreModel, load
-from neopain.videoexport import (VideoScorer, export_nested_model, serialise_video_model,
+from neopain.learn import videomodels as vm
+from neopain.learn.baseline import reference_stats
+from neopain.deploy.export import ScoreModel, load
+from neopain.deploy.videoexport import (VideoScorer, export_nested_model, serialise_video_model,
                                  window_scores)
 
 SPEC = {"baselines": ["none", "center"], "poolings": {"mean_std": ["mean", "std"]},

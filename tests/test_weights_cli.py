@@ -6,9 +6,9 @@ import pytest
 import torch
 import yaml
 
-from neopain.backbones import WeightsError, get_spec, load_backbone, locate_weights
+from neopain.features.backbones import WeightsError, get_spec, load_backbone, locate_weights
 from neopain.cli import main
-from neopain.weights import import_weights
+from neopain.features.weights import import_weights
 
 
 def test_list_and_verify(tmp_path, capsys):

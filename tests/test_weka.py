@@ -21,7 +21,7 @@ import pytest
 from weka_tables import (REFERENCE, ckplus_pixel_table, parse_ranking, parse_scores,
                          run_weka_ranking, run_weka_scores, weka_missing, write_arff)
 
-from neopain.select import ReliefF, SymmetricUncertainty
+from neopain.learn.select import ReliefF, SymmetricUncertainty
 
 FIXTURES = Path(__file__).parent / "fixtures" / "weka"
 PIXELS_ARFF_SHA256 = "9735250e306fbab0987df01abf78a8f527540d3e9d31f312d559d367785f7bee"
@@ -121,7 +121,7 @@ def test_live_weka_mobilenet_features(shared_data, tmp_path):
     import torch
     from PIL import Image
 
-    from neopain.backbones import WeightsError, load_backbone
+    from neopain.features.backbones import WeightsError, load_backbone
 
     try:
         net, _ = load_backbone("mobilenet_v2", ["penultimate"])

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from _tiny import job_counts  # noqa: E402  (tests/ helper)
-from neopain.provenance import read_provenance
+from neopain.core.provenance import read_provenance
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def test_qc_montages_for_every_video(run):
 def test_on_error_fail_fails_only_that_job(run, tmp_path):
     """track.on_error=fail: the corrupt video's shard job fails, --keep-going runs the other
     shards (a shard that fails loses its other videos' outputs: docs/scale.md)."""
-    from neopain.shards import shard_of
+    from neopain.core.shards import shard_of
 
     work, cfg, _ = run
     count = cfg["shards"]["count"]

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.cmd == "samples":
-        from .samples import SampleSheetError, load_samples
+        from neopain.core.samples import SampleSheetError, load_samples
 
         try:
             df = load_samples(args.sheet, args.labels, args.data_root)
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
               f"labels {df['label'].value_counts().to_dict()}")
         return 0
     if args.cmd == "provenance":
-        from .provenance import read_provenance
+        from neopain.core.provenance import read_provenance
 
         try:
             rec = read_provenance(args.path)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rec, indent=2, sort_keys=True))
         return 0
     if args.cmd == "record":
-        from .runrecord import write_record
+        from neopain.core.runrecord import write_record
 
         cfg = None
         if args.configfile:
@@ -126,18 +126,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(rec['weights'])} weight files")
         return 0
     if args.cmd == "verify":
-        from .verify import main as verify_main
+        from neopain.core.verify import main as verify_main
 
         return verify_main(args.results)
     if args.cmd == "demo-data":
-        from .demo import main as demo_main
+        from neopain.core.demo import main as demo_main
 
         return demo_main([args.dest])
     if args.cmd == "weights":
         return _weights(args)
     if args.cmd == "predict":
-        from .predict import PredictOptions, run_cli
-        from .runtime import keep_freed_memory
+        from neopain.deploy.predict import PredictOptions, run_cli
+        from neopain.core.runtime import keep_freed_memory
 
         keep_freed_memory()  # CNN buffers stay mapped between frames (see runtime)
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                                   baseline_video=args.baseline_video,
                                   single_pass=not args.two_pass)
             if args.epochs:
-                from .predict import read_epochs
+                from neopain.deploy.predict import read_epochs
 
                 read_epochs(args.epochs)
         except ValueError as exc:
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return run_cli(args.model, args.videos, args.out, opts, args.sha256)
     if args.cmd == "model":
-        from .export import ArtefactError, load
+        from neopain.deploy.export import ArtefactError, load
 
         try:
             m = load(args.model)
@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 def _weights(args) -> int:
     from pathlib import Path
 
-    from .backbones import WeightsError
-    from . import weights
+    from neopain.features.backbones import WeightsError
+    from neopain.features import weights
 
     extract_cfg = {}
     if args.config and Path(args.config).is_file():

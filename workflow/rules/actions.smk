@@ -1,4 +1,4 @@
-# Facial actions of pain from the 468-point mesh (issue 15; neopain.actions, docs/actions.md):
+# Facial actions of pain from the 468-point mesh (issue 15; neopain.features.actions, docs/actions.md):
 # per tracked frame the canonical-pose NFCS/AU descriptors, head pose, wrinkle texture and a
 # PSPI-like composite (results/actions/{video}.parquet, readable), plus two feature tables
 # that select/classify/evaluate take as one more backbone: actions/frame (keyframes) and
@@ -7,9 +7,9 @@
 
 ACTIONS = (config.get("actions") or {}).get("enabled", False)
 # head pose regressed out of the actions tables inside every fit (select, classify, nested;
-# neopain.posecontrol); actions/pose = pose statistics alone, the control row
+# neopain.learn.posecontrol); actions/pose = pose statistics alone, the control row
 ACTIONS_POSE_REGRESSION = bool((config.get("actions") or {}).get("pose_regression", False))
-# the out-of-fold per-frame intensity model (neopain.intensity), per protocol
+# the out-of-fold per-frame intensity model (neopain.learn.intensity), per protocol
 ACTIONS_INTENSITY = dict((config.get("actions") or {}).get("intensity") or {})
 ACTIONS_TARGETS = []
 if ACTIONS:

@@ -15,15 +15,15 @@ _SRC = Path(workflow.basedir) / "src"
 if _SRC.is_dir() and str(_SRC) not in sys.path:
     sys.path.insert(0, str(_SRC))
 
-from neopain.samples import (  # noqa: E402
+from neopain.core.samples import (  # noqa: E402
     SampleSheetError,
     check_study,
     load_samples,
     missing_paths,
 )
-from neopain.shards import assign as assign_shards  # noqa: E402
-from neopain.shards import membership_digest  # noqa: E402
-from neopain.studyconfig import (  # noqa: E402
+from neopain.core.shards import assign as assign_shards  # noqa: E402
+from neopain.core.shards import membership_digest  # noqa: E402
+from neopain.core.studyconfig import (  # noqa: E402
     ConfigError,
     check_backbones,
     coerce_strings,
@@ -55,7 +55,7 @@ validate(SAMPLES[["video_id", "subject_id", "path", "label"]].reset_index(drop=T
          schema="../schemas/samples.schema.yaml", set_default=False)
 
 VIDEOS = list(SAMPLES.index)
-# per-video work runs in stable shards of videos (neopain.shards, docs/scale.md): one job
+# per-video work runs in stable shards of videos (neopain.core.shards, docs/scale.md): one job
 # per shard and stage, writing the same per-video files a per-video rule would
 SHARD_CFG = dict(config.get("shards") or {})
 SHARDS = assign_shards(VIDEOS, int(SHARD_CFG.get("count", 16)))
@@ -114,7 +114,7 @@ def shard_videos(videos):
 
 
 def shard_manifest(stage, shard):
-    """The manifest a shard job writes last (neopain.shards.write_manifest). Its name
+    """The manifest a shard job writes last (neopain.core.shards.write_manifest). Its name
     carries a digest of the shard's videos: Snakemake checks only the outputs a consumer
     asks for, so a shard that gains or loses a video must be asked for a new file."""
     return f"results/shards/{stage}/{shard}.{membership_digest(SHARDS[shard])}.json"

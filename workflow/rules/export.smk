@@ -1,11 +1,11 @@
 # Export and bedside prediction (issue 9): one verifiable artefact of a trained
-# configuration (neopain.export) and pain timelines for new videos (neopain.predict).
+# configuration (neopain.deploy.export) and pain timelines for new videos (neopain.deploy.predict).
 # Neither is part of `rule all` unless configured: export.enabled: true adds the export
 # (and its report entries under "4. Exported model"); predict.model + predict.videos add the timelines.
 
-from neopain.export import export_inputs as _export_inputs  # noqa: E402
-from neopain.predict import predict_baselines as _predict_baselines  # noqa: E402
-from neopain.predict import predict_videos as _predict_videos  # noqa: E402
+from neopain.deploy.export import export_inputs as _export_inputs  # noqa: E402
+from neopain.deploy.predict import predict_baselines as _predict_baselines  # noqa: E402
+from neopain.deploy.predict import predict_videos as _predict_videos  # noqa: E402
 
 _EXPORT = dict(config.get("export") or {})
 _PREDICT = dict(config.get("predict") or {})

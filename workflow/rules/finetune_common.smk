@@ -11,7 +11,7 @@ FT_AUX = dict(FT_CASCADE.get("aux") or {})
 FT_CASCADE_ON = bool(FT_CASCADE.get("enabled", True)) and bool(FT_AUX.get("samples"))
 FT_RESUME = FT.get("resume_dir", ".finetune_resume")
 FT_RUN = {k: FT.get(k, d) for k, d in (("device", "auto"), ("precision", "auto"), ("workers", 2))}
-# settings that are not training settings (the rest are, see neopain.finetune.DEFAULTS)
+# settings that are not training settings (the rest are, see neopain.finetune.finetune.DEFAULTS)
 _FT_OTHER = {"enabled", "layer", "backbones", "protocols", "cascade", "resume_dir", "device",
              "precision", "workers"}
 
@@ -39,7 +39,7 @@ def ft_backbone_cfg(backbone):
 
 
 def protocol_folds(name):
-    """Fold numbers of protocol ``name`` (as neopain.split numbers them)."""
+    """Fold numbers of protocol ``name`` (as neopain.learn.split numbers them)."""
     spec = PROTOCOLS[name]
     if spec["kind"] == "holdout":
         return [0]

@@ -2,7 +2,7 @@
 # and nested model selection. nested: per protocol, every configuration (feature table x
 # baseline x pooling x selection x model x hyper-parameters) scored by inner CV on the
 # outer fold's training subjects, the best one scored on the outer test subjects
-# (neopain.nested); nested_summary: results/evaluation/summary.{md,parquet}, the nested
+# (neopain.learn.nested); nested_summary: results/evaluation/summary.{md,parquet}, the nested
 # estimate beside best-of-N (optimistic), median, permuted-label and chance rows.
 
 NESTED = config["nested"]

@@ -1,6 +1,6 @@
 # Run record and report helpers (issue 8).
 # At the end of every successful (non-dry) run, write results/provenance/run.json: each
-# output with its rule, inputs and sha256 (see neopain.runrecord); `neopain verify results/`
+# output with its rule, inputs and sha256 (see neopain.core.runrecord); `neopain verify results/`
 # re-hashes everything against it.
 
 
@@ -10,9 +10,9 @@ _RUN_START = _time.time()  # files older than this were not made by this run
 
 
 onsuccess:
-    from neopain.landing import write_report_text
-    from neopain.runrecord import write_record
-    from neopain.stale import clear_stale
+    from neopain.report.landing import write_report_text
+    from neopain.core.runrecord import write_record
+    from neopain.core.stale import clear_stale
 
     clear_stale(".")
 
@@ -25,8 +25,8 @@ onsuccess:
 
 
 onerror:
-    # a failed run never leaves stale tables that look current (neopain.stale)
-    from neopain.stale import set_aside_stale
+    # a failed run never leaves stale tables that look current (neopain.core.stale)
+    from neopain.core.stale import set_aside_stale
 
     for _p in set_aside_stale(".", _RUN_START, config["samples"]):
         print(f"stale, renamed {_p}.stale (see results/evaluation/STALE.md)", file=sys.stderr)
@@ -49,7 +49,7 @@ if globals().get("NESTED_TARGETS"):
 _RESULTS = "1. Results"
 REPORT_TARGETS = ["results/report/landing.rst"]
 
-from neopain.landing import report_text_path  # noqa: E402
+from neopain.report.landing import report_text_path  # noqa: E402
 
 _REPORT_TEXT = report_text_path(".")
 

@@ -5,7 +5,7 @@
 
 
 rule texture:
-    """LBP / LTP grid descriptors of one video's keyframes (see neopain.texture)."""
+    """LBP / LTP grid descriptors of one video's keyframes (see neopain.features.texture)."""
     input:
         crops="results/crops/{video}.parquet",
         keyframes="results/keyframes/{video}.parquet",

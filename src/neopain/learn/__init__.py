@@ -1,0 +1,1 @@
+"""From feature tables to scores: splits, selection, classifiers, fusion, nested selection, evaluation."""

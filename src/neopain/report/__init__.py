@@ -1,0 +1,1 @@
+"""The report: landing page, result pages, the study's headline."""
