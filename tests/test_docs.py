@@ -3,8 +3,8 @@
 Every ``neopain.x.y`` dotted name in README.md and docs/*.md must name a module of
 src/neopain (a file or a package), and, when it goes on past the module, a name that
 module defines at top level (or a class's member); the only other dotted names allowed
-are the Parquet/safetensors metadata keys the code writes (string literals in src/,
-e.g. ``neopain.provenance``). Every repository path (``src/...``, ``scripts/...``,
+are the Parquet/safetensors metadata keys the code writes (string literals in src/ and
+scripts/, e.g. ``neopain.provenance``). Every repository path (``src/...``, ``scripts/...``,
 ``bench/...``, ``tests/...``, ``workflow/...``, ...) and every relative Markdown link
 must exist. The README stays a front door: under 150 lines.
 
