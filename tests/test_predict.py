@@ -12,8 +12,8 @@ import pytest
 
 from _synthetic_model import make_artefact
 from neopain.cli import main
-from neopain.deploy.predict import (PredictOptions, epoch_table, read_epochs, segments,
-                             smooth_timeline)
+from neopain.deploy.predictor import PredictOptions
+from neopain.deploy.timeline import epoch_table, read_epochs, segments, smooth_timeline
 
 
 # ----------------------------------------------------------------------------
@@ -190,8 +190,9 @@ def test_tampered_model_is_refused_by_predict(model, videos, tmp_path, capsys):
 
 
 def test_weights_and_tracker_mismatch_are_refused(tmp_path):
-    from neopain.deploy.export import load
-    from neopain.deploy.predict import PredictionError, Predictor
+    from neopain.deploy.exported import load
+    from neopain.deploy.facescoring import PredictionError
+    from neopain.deploy.predictor import Predictor
 
     p = tmp_path / "m.neopain"
     make_artefact(p, classifier="nb", k=3, dim=1280, selector="su",
@@ -207,8 +208,8 @@ def test_weights_and_tracker_mismatch_are_refused(tmp_path):
 
 def test_embedded_weights_are_used_and_verified(tmp_path):
     from neopain.features.backbones import REGISTRY, locate_weights
-    from neopain.deploy.export import load
-    from neopain.deploy.predict import Predictor
+    from neopain.deploy.exported import load
+    from neopain.deploy.predictor import Predictor
 
     wfile = locate_weights(REGISTRY["mobilenet_v2"], None)
     p = tmp_path / "embedded.neopain"
@@ -220,7 +221,7 @@ def test_embedded_weights_are_used_and_verified(tmp_path):
         m.info["backbone"]["weights_sha256"]
     pred = Predictor(m, PredictOptions(weights_dir=str(tmp_path / "nowhere")))
     try:
-        used = Path(pred._tmp.name) / "mobilenet_v2-b0353104.pth"
+        used = Path(pred.faces._tmp.name) / "mobilenet_v2-b0353104.pth"
         assert used.is_file() and pred.weights_sha256 == m.info["backbone"]["weights_sha256"]
     finally:
         pred.close()
