@@ -166,6 +166,9 @@ def serialise_pipeline(model) -> tuple[dict, dict[str, np.ndarray]]:
     return spec, arrays
 
 
+# ----------------------------------------------------------------------------
+# their scoring in NumPy
+# ----------------------------------------------------------------------------
 def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
     """scikit-learn's ``_logsumexp(a, axis=1)`` (same operations, same order)."""
     amax = np.max(a, axis=1, keepdims=True)

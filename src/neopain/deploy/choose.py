@@ -49,7 +49,6 @@ def choose_configuration(table5: pd.DataFrame, protocol: str | None = None) -> C
                          int(k), str(r["classifier"]))
 
 
-
 def study_configuration(study: Mapping[str, Any], table5: pd.DataFrame | None
                         ) -> tuple[Configuration, str]:
     """The paper-path configuration to export and how it was chosen

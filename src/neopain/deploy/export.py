@@ -80,6 +80,23 @@ def study_pipeline(study: Mapping[str, Any], backbone: str, layer: str,
     return pipeline, embed
 
 
+def study_provenance(study: Mapping[str, Any], samples: str | Path,
+                     sources: Mapping[str, str]) -> dict[str, Any]:
+    """What every artefact's provenance starts with: code and package versions, the
+    configuration hash, the training sample sheet (``training_data``: its sha256 now and
+    as the feature tables recorded it) and the raw sources and weights of the features."""
+    from neopain.core import provenance as prov_mod
+
+    return {
+        "code_version": prov_mod.code_version(), "packages": prov_mod.package_versions(),
+        "study_config_hash": prov_mod.config_hash(dict(study)),
+        "training_data": {"sample_sheet": str(samples),
+                          "sample_sheet_sha256": prov_mod.sha256_file(samples),
+                          "sample_sheet_sha256_in_features": sources.get("samples")},
+        "sources": dict(sources),
+    }
+
+
 def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str | Path,
                  features: str | Path, split: str | Path, scores: str | Path,
                  samples: str | Path, out: Mapping[str, str | Path]) -> dict[str, Any]:
@@ -125,15 +142,11 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
     mrec = _metrics_record(pq.read_table(metrics).to_pandas(), cfg)
     t5row = t5[(t5["backbone"] == cfg.backbone) & (t5["layer"] == cfg.layer)
                & (t5["protocol"] == cfg.protocol)]
-    sheet_sha = prov_mod.sha256_file(samples)
-    provenance = {
-        "code_version": prov_mod.code_version(), "packages": prov_mod.package_versions(),
-        "study_config_hash": prov_mod.config_hash(dict(study)),
-        "training_data": {"sample_sheet": str(samples), "sample_sheet_sha256": sheet_sha,
-                          "sample_sheet_sha256_in_features": sources.get("samples"),
-                          "feature_table": str(features),
-                          "feature_table_sha256": prov_mod.sha256_file(features)},
-        "sources": sources,
+    provenance = study_provenance(study, samples, sources)
+    sheet_sha = provenance["training_data"]["sample_sheet_sha256"]
+    provenance["training_data"].update({"feature_table": str(features),
+                                        "feature_table_sha256": prov_mod.sha256_file(features)})
+    provenance.update({
         "weights": {wfile: wsha,
                     **{k[8:]: v for k, v in sources.items() if k.startswith("weights:")}},
         "configuration_choice": how,
@@ -142,7 +155,7 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
                        "settings": dict(study.get("evaluate") or {}),
                        "note": "test-fold metrics of the study (subject-bootstrap CIs); the "
                                "exported model itself is refitted on all subjects"},
-    }
+    })
     method = exp.get("calibration", "platt")
     n_splits = int(exp.get("calibration_splits", 5))
     thr_rule = exp.get("threshold", "youden")

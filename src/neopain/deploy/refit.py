@@ -87,8 +87,8 @@ def fit_configuration(X: np.ndarray, y: np.ndarray, subjects: np.ndarray,
     return Fitted(cols, np.asarray(sel.scores_, np.float64)[cols], model, chosen)
 
 
-
 def study_settings(study: Mapping[str, Any], cfg: Configuration) -> Settings:
+    """The study's selector, prefilter, classifier and search settings of ``cfg``."""
     sel = dict((study.get("select") or {}).get("selectors", {}).get(cfg.selector) or {})
     cls = (study.get("classify") or {})
     return Settings(
@@ -97,7 +97,6 @@ def study_settings(study: Mapping[str, Any], cfg: Configuration) -> Settings:
         classifier_params=dict((cls.get("classifiers") or {}).get(cfg.classifier) or {}),
         preset=cls.get("preset", "paper"), search=dict(cls.get("search") or {}),
         seed=int(study.get("seed", 0)))
-
 
 
 def export_model(
