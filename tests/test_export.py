@@ -346,7 +346,8 @@ def test_run_level_export_round_trip_and_predict_rule(shared_data, tmp_path):
     assert "<h1>Exported model: " in (work / "results/report/model_card.html").read_text()
 
     # fresh process: the artefact scores the study's frames exactly as at export
-    code = ("import sys, numpy as np, pyarrow.parquet as pq; from neopain.deploy.exported import load;"
+    code = ("import sys, numpy as np, pyarrow.parquet as pq;"
+            " from neopain.deploy.exported import load;"
             " from neopain.features.tables import feature_matrix; m = load(sys.argv[1]);"
             " X = feature_matrix(pq.read_table(sys.argv[2]));"
             " np.save(sys.argv[3], np.stack([m.score(X), m.probability(X)]))")
