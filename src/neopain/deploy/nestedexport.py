@@ -55,7 +55,7 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
                             reliability_table)
     from neopain.learn.evaluate import to_markdown
     from neopain.deploy.artefact import FORMAT, VIDEO_FORMAT_VERSION
-    from neopain.deploy.export import study_pipeline, study_provenance
+    from neopain.deploy.study import study_pipeline, study_provenance
     from neopain.features.tables import read_features
 
     exp = dict(study.get("export") or {})

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: the columns of a prediction's frame table (NAME.frames.parquet)
 FRAME_COLUMNS = ["video_id", "frame", "timestamp", "ok", "reason", "score", "probability",
                  "smoothed", "pred", "segment", "pspi", "yaw", "pitch", "roll"]
 
