@@ -79,8 +79,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from neopain.deploy.export import load
-    from neopain.deploy.predict import PredictOptions, Predictor, write_outputs
+    from neopain.deploy.exported import load
+    from neopain.deploy.outputs import write_outputs
+    from neopain.deploy.predictor import PredictOptions, Predictor
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_predict_")
     video = args.video or REPO.parent / "shared/data/videos/infant_000056.mp4"
@@ -139,8 +140,8 @@ def main() -> int:
         f"{k} {v}" for k, v in package_versions().items()))
     print(f"input: {video} (1280x720), {n} frames processed (every {args.every}), "
           f"{s['n_ok']} with a face, {s['n_scored']} scored; model {model.summary()}; "
-          f"tracker {pred.detector.name}"
-          + (" + facemesh" if pred.refiner is not None else ""))
+          f"tracker {pred.faces.detector.name}"
+          + (" + facemesh" if pred.faces.refiner is not None else ""))
     print(f"load (detector + backbone + artefact): {t_load:.2f} s")
     fps = {}
     for label, (r, w) in runs.items():

@@ -16,7 +16,8 @@ def main(sm):
 def _export(sm):
     import pyarrow.parquet as pq
 
-    from neopain.deploy.export import export_study, study_configuration
+    from neopain.deploy.choose import study_configuration
+    from neopain.deploy.export import export_study
 
     study = dict(sm.params.study)
     if (study.get("export") or {}).get("configuration", "nested") == "nested":

@@ -1,4 +1,4 @@
-"""Snakemake entry point: the pain timeline of one video (neopain.deploy.predict)."""
+"""Snakemake entry point: the pain timeline of one video (neopain.deploy.batch)."""
 import _bootstrap  # noqa: F401
 from neopain.core import runtime
 
@@ -6,7 +6,7 @@ from neopain.core import runtime
 def main(sm):
     from pathlib import Path
 
-    from neopain.deploy.predict import predict_rule
+    from neopain.deploy.batch import predict_rule
 
     predict_rule(sm.input.model, sm.input.video, sm.wildcards.pvideo,
                  Path(sm.output.frames).parent, dict(sm.params.predict),

@@ -1,5 +1,5 @@
 """Synthetic feature tables with a known answer and exported artefacts built from them
-(tests of neopain.deploy.export and neopain.deploy.predict)."""
+(tests of neopain.deploy's export and prediction)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from neopain.deploy.export import Configuration, Settings, export_model
+from neopain.deploy.choose import Configuration
+from neopain.deploy.refit import Settings, export_model
 
 MOBILENET_SHA = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 INFORMATIVE = (3, 17)

@@ -98,7 +98,7 @@ def test_exported_actions_model_predicts_a_new_recording(study, staged, tmp_path
     recording gives the probability the artefact's scorer gives on the stage's features,
     and a PSPI-like column and line in the timeline."""
     from neopain.cli import main
-    from neopain.deploy.export import load
+    from neopain.deploy.exported import load
     from neopain.deploy.videoexport import export_nested_model
 
     X, P, rows = [], [], []
@@ -138,7 +138,7 @@ def test_exported_actions_video_model_scores_the_stage_row(study, staged, tmp_pa
     import json
 
     from neopain.cli import main
-    from neopain.deploy.export import load
+    from neopain.deploy.exported import load
     from neopain.deploy.videoexport import export_nested_model
 
     X = np.vstack([_cols(v[5], "f_video") for v in staged.values()])
@@ -196,7 +196,7 @@ def test_timeline_plot_draws_the_pspi_line_when_there_is_one(tmp_path):
     without a mesh has none."""
     import cv2
 
-    from neopain.deploy.predict import plot_timeline
+    from neopain.deploy.outputs import plot_timeline
 
     t = np.arange(60) / 30.0
     frames = pd.DataFrame({"timestamp": t, "ok": True, "probability": 0.3, "smoothed": 0.3,

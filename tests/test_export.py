@@ -21,8 +21,9 @@ from neopain.learn.calibrate import (Calibrator, brier_score, choose_threshold,
                                expected_calibration_error, fit_calibrator, fit_platt,
                                grouped_oof_scores)
 from neopain.learn.classify import make_pipeline, positive_score
-from neopain.deploy.export import (ArtefactError, ScoreModel, UnsupportedModelError,
-                            load, read_artefact, serialise_pipeline, write_artefact)
+from neopain.deploy.arrays import ScoreModel, UnsupportedModelError, serialise_pipeline
+from neopain.deploy.artefact import ArtefactError, read_artefact, write_artefact
+from neopain.deploy.exported import load
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,7 +153,7 @@ def test_known_answer_selects_the_informative_features(synthetic):
 def test_round_trip_in_a_fresh_process_is_bit_identical(synthetic, tmp_path):
     path, res, (X, y, subj) = synthetic
     np.save(tmp_path / "X.npy", X)
-    code = ("import sys, numpy as np; from neopain.deploy.export import load; "
+    code = ("import sys, numpy as np; from neopain.deploy.exported import load; "
             "m = load(sys.argv[1]); X = np.load(sys.argv[2]); "
             "np.save(sys.argv[3], np.stack([m.score(X), m.probability(X)]))")
     subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "X.npy"),
@@ -180,7 +181,7 @@ def test_every_classifier_round_trips_through_the_artefact(classifier, preset, c
 
 
 def test_svm_without_calibration_and_named_configurations_are_checked(tmp_path):
-    from neopain.deploy.export import study_configuration
+    from neopain.deploy.choose import study_configuration
 
     with pytest.raises(ValueError, match="decision values are not probabilities"):
         make_artefact(tmp_path / "x.neopain", classifier="svm", calibration="none")
@@ -345,7 +346,8 @@ def test_run_level_export_round_trip_and_predict_rule(shared_data, tmp_path):
     assert "<h1>Exported model: " in (work / "results/report/model_card.html").read_text()
 
     # fresh process: the artefact scores the study's frames exactly as at export
-    code = ("import sys, numpy as np, pyarrow.parquet as pq; from neopain.deploy.export import load;"
+    code = ("import sys, numpy as np, pyarrow.parquet as pq;"
+            " from neopain.deploy.exported import load;"
             " from neopain.features.tables import feature_matrix; m = load(sys.argv[1]);"
             " X = feature_matrix(pq.read_table(sys.argv[2]));"
             " np.save(sys.argv[3], np.stack([m.score(X), m.probability(X)]))")

@@ -12,8 +12,8 @@ import pytest
 
 from _synthetic_model import make_artefact
 from neopain.cli import main
-from neopain.deploy.predict import (PredictOptions, epoch_table, read_epochs, segments,
-                             smooth_timeline)
+from neopain.deploy.predictor import PredictOptions
+from neopain.deploy.timeline import epoch_table, read_epochs, segments, smooth_timeline
 
 
 # ----------------------------------------------------------------------------
@@ -68,6 +68,31 @@ def test_epochs_from_a_csv(tmp_path):
     (tmp_path / "bad2.csv").write_text("start,end\n3,1\n")
     with pytest.raises(ValueError, match="row 2: need finite start < end"):
         read_epochs(tmp_path / "bad2.csv")
+
+
+def test_video_sheet_and_epochs_share_the_sheet_reader(tmp_path):
+    """predict.videos and epoch files are read like sample sheets: whole-line comments,
+    ``#`` inside a field is data, errors name the file's line."""
+    from neopain.deploy.plan import predict_baselines, predict_videos
+
+    (tmp_path / "take#2.mp4").write_bytes(b"")
+    (tmp_path / "rest.mp4").write_bytes(b"")
+    sheet = tmp_path / "videos.csv"
+    sheet.write_text("# new recordings\nvideo_id,path,baseline_path\n"
+                     "a,take#2.mp4,rest.mp4\nb,take#2.mp4,\n")
+    cfg = {"model": "m.neopain", "videos": str(sheet)}
+    assert predict_videos(cfg) == {v: str((tmp_path / "take#2.mp4").resolve()) for v in "ab"}
+    assert predict_baselines(cfg) == {"a": str((tmp_path / "rest.mp4").resolve())}
+    assert predict_videos({"videos": str(sheet)}) == {}      # no model: nothing to predict
+    sheet.write_text("# new recordings\nvideo_id,path\na,take#2.mp4\nb,gone.mp4\n")
+    with pytest.raises(ValueError, match=r"videos.csv: line 4 \(video_id='b'\): path .*gone"):
+        predict_videos(cfg)
+    with pytest.raises(ValueError, match="nowhere.csv: video sheet not found"):
+        predict_videos({**cfg, "videos": str(tmp_path / "nowhere.csv")})
+    ep = tmp_path / "epochs.tsv"
+    ep.write_text("# NIPS periods\nstart\tend\tlabel\n0\t5\tcam#2 rest\n\n5\t4\tbad\n")
+    with pytest.raises(ValueError, match="epochs.tsv: row 5: need finite start < end"):
+        read_epochs(ep)
 
 
 def test_options_are_checked():
@@ -190,8 +215,9 @@ def test_tampered_model_is_refused_by_predict(model, videos, tmp_path, capsys):
 
 
 def test_weights_and_tracker_mismatch_are_refused(tmp_path):
-    from neopain.deploy.export import load
-    from neopain.deploy.predict import PredictionError, Predictor
+    from neopain.deploy.exported import load
+    from neopain.deploy.facescoring import PredictionError
+    from neopain.deploy.predictor import Predictor
 
     p = tmp_path / "m.neopain"
     make_artefact(p, classifier="nb", k=3, dim=1280, selector="su",
@@ -207,8 +233,8 @@ def test_weights_and_tracker_mismatch_are_refused(tmp_path):
 
 def test_embedded_weights_are_used_and_verified(tmp_path):
     from neopain.features.backbones import REGISTRY, locate_weights
-    from neopain.deploy.export import load
-    from neopain.deploy.predict import Predictor
+    from neopain.deploy.exported import load
+    from neopain.deploy.predictor import Predictor
 
     wfile = locate_weights(REGISTRY["mobilenet_v2"], None)
     p = tmp_path / "embedded.neopain"
@@ -220,7 +246,7 @@ def test_embedded_weights_are_used_and_verified(tmp_path):
         m.info["backbone"]["weights_sha256"]
     pred = Predictor(m, PredictOptions(weights_dir=str(tmp_path / "nowhere")))
     try:
-        used = Path(pred._tmp.name) / "mobilenet_v2-b0353104.pth"
+        used = Path(pred.faces._tmp.name) / "mobilenet_v2-b0353104.pth"
         assert used.is_file() and pred.weights_sha256 == m.info["backbone"]["weights_sha256"]
     finally:
         pred.close()

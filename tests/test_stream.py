@@ -81,8 +81,8 @@ def model(tmp_path_factory):
 def test_single_pass_prediction_equals_two_passes(model, videos):
     """One decode pass scores the same frames with the same probabilities (to 1e-4) as
     tracking first and decoding again, on a real video with the default tracker."""
-    from neopain.deploy.export import load
-    from neopain.deploy.predict import PredictOptions, Predictor
+    from neopain.deploy.exported import load
+    from neopain.deploy.predictor import PredictOptions, Predictor
 
     try:
         pred = Predictor(load(model), PredictOptions(max_frames=60, batch_size=8))

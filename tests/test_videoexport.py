@@ -8,7 +8,8 @@ import pytest
 
 from neopain.learn import videomodels as vm
 from neopain.learn.baseline import reference_stats
-from neopain.deploy.export import ScoreModel, load
+from neopain.deploy.arrays import ScoreModel
+from neopain.deploy.exported import load
 from neopain.deploy.videoexport import (VideoScorer, export_nested_model, serialise_video_model,
                                  window_scores)
 

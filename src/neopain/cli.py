@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "weights":
         return _weights(args)
     if args.cmd == "predict":
-        from neopain.deploy.predict import PredictOptions, run_cli
+        from neopain.deploy.batch import run_cli
+        from neopain.deploy.predictor import PredictOptions
         from neopain.core.runtime import keep_freed_memory
 
         keep_freed_memory()  # CNN buffers stay mapped between frames (see runtime)
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                                   baseline_video=args.baseline_video,
                                   single_pass=not args.two_pass)
             if args.epochs:
-                from neopain.deploy.predict import read_epochs
+                from neopain.deploy.timeline import read_epochs
 
                 read_epochs(args.epochs)
         except ValueError as exc:
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return run_cli(args.model, args.videos, args.out, opts, args.sha256)
     if args.cmd == "model":
-        from neopain.deploy.export import ArtefactError, load
+        from neopain.deploy.artefact import ArtefactError
+        from neopain.deploy.exported import load
 
         try:
             m = load(args.model)

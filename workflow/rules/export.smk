@@ -3,9 +3,9 @@
 # Neither is part of `rule all` unless configured: export.enabled: true adds the export
 # (and its report entries under "4. Exported model"); predict.model + predict.videos add the timelines.
 
-from neopain.deploy.export import export_inputs as _export_inputs  # noqa: E402
-from neopain.deploy.predict import predict_baselines as _predict_baselines  # noqa: E402
-from neopain.deploy.predict import predict_videos as _predict_videos  # noqa: E402
+from neopain.deploy.plan import export_inputs as _export_inputs  # noqa: E402
+from neopain.deploy.plan import predict_baselines as _predict_baselines  # noqa: E402
+from neopain.deploy.plan import predict_videos as _predict_videos  # noqa: E402
 
 _EXPORT = dict(config.get("export") or {})
 _PREDICT = dict(config.get("predict") or {})

@@ -34,32 +34,36 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class SampleSheetError(ValueError):
-    """A problem in the sample sheet, with the line and field it concerns."""
+    """A problem in a sheet (sample sheet, video sheet, epochs file), with the line and
+    field it concerns."""
 
 
-def read_sheet(path: str | os.PathLike) -> pd.DataFrame:
-    """The sheet as a DataFrame of strings; ``df.attrs["lines"]`` holds each row's
-    line number in the file (``df.attrs["header_line"]`` the header's)."""
+def read_sheet(path: str | os.PathLike, what: str = "sample sheet",
+               required: Iterable[str] = REQUIRED) -> pd.DataFrame:
+    """A CSV/TSV sheet (the format above) as a DataFrame of strings; ``df.attrs["lines"]``
+    holds each row's line number in the file (``df.attrs["header_line"]`` the header's).
+    The one reader of every sheet: sample sheets, ``predict.videos``, epoch files.
+    ``what`` names the sheet and ``required`` its columns in the messages."""
     path = Path(path)
     if not path.is_file():
-        raise SampleSheetError(f"{path}: sample sheet not found")
+        raise SampleSheetError(f"{path}: {what} not found")
     sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SampleSheetError(f"{path}: cannot parse sample sheet: not UTF-8 ({exc})") from exc
+        raise SampleSheetError(f"{path}: cannot parse {what}: not UTF-8 ({exc})") from exc
     kept: list[tuple[int, str]] = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         kept.append((n, line))
     if not kept:
-        raise SampleSheetError(f"{path}: the sample sheet is empty (no header line; "
-                               f"required columns: {', '.join(REQUIRED)})")
+        raise SampleSheetError(f"{path}: the {what} is empty (no header line; "
+                               f"required columns: {', '.join(required)})")
     try:
         rows = [next(csv.reader(io.StringIO(line), delimiter=sep)) for _, line in kept]
     except csv.Error as exc:
-        raise SampleSheetError(f"{path}: cannot parse sample sheet: {exc}") from exc
+        raise SampleSheetError(f"{path}: cannot parse {what}: {exc}") from exc
     header = [c.strip() for c in rows[0]]
     for (n, _), row in zip(kept[1:], rows[1:]):
         if len(row) != len(header):
@@ -70,6 +74,12 @@ def read_sheet(path: str | os.PathLike) -> pd.DataFrame:
     df.attrs["lines"] = [n for n, _ in kept[1:]]
     df.attrs["header_line"] = kept[0][0]
     return df
+
+
+def resolve_path(value: str, root: Path) -> Path:
+    """A sheet's path field: absolute, or relative to ``root``."""
+    p = Path(value.strip())
+    return p if p.is_absolute() else root / p
 
 
 def load_samples(
@@ -124,8 +134,7 @@ def load_samples(
             )
         if not row.path.strip():
             raise SampleSheetError(f"{where}: field 'path' is empty")
-        p = Path(row.path.strip())
-        p = p if p.is_absolute() else root / p
+        p = resolve_path(row.path, root)
         if check_paths and not p.exists():
             raise SampleSheetError(f"{where}: field 'path': {p} does not exist")
         abspaths.append(str(p.resolve()) if p.exists() else str(p))

@@ -87,7 +87,7 @@ def block_statistics(FP: np.ndarray, ts: np.ndarray, rows, backbone: Mapping[str
 def actions_pipeline(study: Mapping[str, Any], layer: str, sources: Mapping[str, str],
                      features) -> dict[str, Any]:
     """The artefact settings of an actions table (the counterpart of
-    :func:`neopain.deploy.export.study_pipeline` for a CNN backbone)."""
+    :func:`neopain.deploy.study.study_pipeline` for a CNN backbone)."""
     from neopain.faces.mpmodels import MESH_FILE
 
     check_exportable("actions", layer)

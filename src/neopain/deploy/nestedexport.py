@@ -54,7 +54,8 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
     from neopain.learn.calibrate import (brier_score, expected_calibration_error, plot_reliability,
                             reliability_table)
     from neopain.learn.evaluate import to_markdown
-    from neopain.deploy.export import FORMAT, VIDEO_FORMAT_VERSION, study_pipeline
+    from neopain.deploy.artefact import FORMAT, VIDEO_FORMAT_VERSION
+    from neopain.deploy.study import study_pipeline, study_provenance
     from neopain.features.tables import read_features
 
     exp = dict(study.get("export") or {})
@@ -80,18 +81,14 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
         sources.update(src)
         if b not in pipelines:
             pipelines[b], embeds[b] = study_pipeline(study, b, layer, src, f)
-    sheet_sha = prov_mod.sha256_file(samples)
     protocol = exp.get("protocol")
     estimate = nested_estimate(summary, protocol)
-    provenance = {
-        "code_version": prov_mod.code_version(), "packages": prov_mod.package_versions(),
-        "study_config_hash": prov_mod.config_hash(dict(study)),
-        "training_data": {"sample_sheet": str(samples), "sample_sheet_sha256": sheet_sha,
-                          "sample_sheet_sha256_in_features": sources.get("samples"),
-                          "feature_tables": {f"{b}/{layer}": {
-                              "path": str(f), "sha256": prov_mod.sha256_file(f)}
-                              for (b, layer), f in features.items()}},
-        "sources": sources,
+    provenance = study_provenance(study, samples, sources)
+    sheet_sha = provenance["training_data"]["sample_sheet_sha256"]
+    provenance["training_data"]["feature_tables"] = {
+        f"{b}/{layer}": {"path": str(f), "sha256": prov_mod.sha256_file(f)}
+        for (b, layer), f in features.items()}
+    provenance.update({
         "configuration_choice": "nested: inner subject-grouped CV over every subject of the "
                                 "sample sheet (the same search as each outer fold of the "
                                 "nested estimate)"
@@ -105,7 +102,7 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
                                 "and refitted on all subjects") if estimate is not None else
                        "no results/evaluation/summary.parquet (nested.enabled: false): no "
                        "nested estimate of this way of choosing"},
-    }
+    })
     method = exp.get("calibration", "platt")
     thr_rule = exp.get("threshold", "youden")
     res = export_nested_model(tables, spec, out["model"], pipelines=pipelines,

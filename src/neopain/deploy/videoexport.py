@@ -17,7 +17,7 @@ artefacts stay version 1) stores, without pickles: the subject baseline method, 
 pooling statistics, the imputer's training medians (``video.impute``), the selected
 feature indices (``video.selected``, selector/k only), the scaler's mean/scale and
 the classifier (linear models: ``coef``/``intercept``; random forests: the tree
-arrays of :func:`neopain.deploy.export.serialise_pipeline`).
+arrays of :func:`neopain.deploy.arrays.serialise_pipeline`).
 
 Scoring a recording (:class:`VideoScorer`): its frames' features relative to a
 baseline (``reference_stats`` of a *reference* set of frames: the recording's own
@@ -43,7 +43,7 @@ import pandas as pd
 from neopain.learn import baseline as bl
 from neopain.learn import nested
 from neopain.learn import videomodels as vm
-from neopain.deploy.export import ScoreModel, UnsupportedModelError, serialise_pipeline
+from neopain.deploy.arrays import ScoreModel, UnsupportedModelError, serialise_pipeline
 from neopain.learn.pooling import _stat, check_pooling
 
 log = logging.getLogger(__name__)
@@ -234,10 +234,10 @@ def export_nested_model(tables: dict, spec: Mapping[str, Any], out, *, pipelines
     ``tables``: ``{(backbone, layer): (X frames, meta with video_id, subject_id, y)}``;
     ``spec``: the ``nested`` configuration (baselines, poolings, selection, models,
     ensembles, inner_splits); ``pipelines``: per backbone, the unfitted settings of
-    :func:`neopain.deploy.export.export_model` (labels, track, crop, backbone ...);
+    :func:`neopain.deploy.refit.export_model` (labels, track, crop, backbone ...);
     ``embed_weights``: per backbone, ``{file name: bytes}`` to embed (None: referenced)."""
     from neopain.learn.calibrate import choose_threshold, fit_calibrator
-    from neopain.deploy.export import VIDEO_FORMAT_VERSION, write_artefact
+    from neopain.deploy.artefact import VIDEO_FORMAT_VERSION, write_artefact
 
     tables, dropped = nested.common_videos(tables)
     if dropped:
