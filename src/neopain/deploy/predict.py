@@ -267,7 +267,8 @@ class Predictor:
     def __init__(self, model: ExportedModel, options: PredictOptions | None = None):
         import torch
 
-        from neopain.features.backbones import WeightsError, load_backbone
+        from neopain.features.backbones import load_backbone
+        from neopain.features.weightfiles import WeightsError
         from neopain.features.extract import Runner, pick_device
         from neopain.faces.track import build_detector, params_from_config
 
@@ -1048,7 +1049,7 @@ def run_cli(model_path: str, videos: list[str], out_dir: str, options: PredictOp
     even when another one fails."""
     import sys
 
-    from neopain.features.backbones import WeightsError
+    from neopain.features.weightfiles import WeightsError
     from neopain.deploy.export import load
     from neopain.faces.video import source_sha256
 
