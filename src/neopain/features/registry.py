@@ -122,6 +122,19 @@ def _chatfield_spec(name: str, paper_name: str, conv5_dim: str, table: str) -> B
     )
 
 
+def _torchvision_spec(name: str, weights_file: str, weights_enum: str, reference: str,
+                      taps: dict[str, Tap], build: Callable[[], nn.Module] | None = None,
+                      obtain_tail: str = ", copied into the weights dir",
+                      licence: str = "torchvision weights, BSD-3-Clause; ImageNet-trained",
+                      **kw: Any) -> BackboneSpec:
+    """A torchvision ImageNet backbone: its pin is the sha256 prefix in the file's name."""
+    return BackboneSpec(
+        name=name, build=build or _tv(name), weights_file=weights_file,
+        sha256=weights_file.rsplit("-", 1)[1].split(".")[0],
+        obtain=f"torchvision's {weights_enum}.IMAGENET1K_V1 file {weights_file}{obtain_tail}",
+        licence=licence, reference=reference, taps=taps, **kw)
+
+
 REGISTRY: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(
         name="mobilenet_v2",
@@ -190,55 +203,38 @@ REGISTRY: dict[str, BackboneSpec] = {
         taps=_vgg_taps("body.conv5x3", "body.relu5x3", "body.fc6", "body.relu6", "body.fc7",
                        "body.relu7", "512x14x14 = 100,352"),
     ),
-    "vgg16": BackboneSpec(
-        name="vgg16", build=_tv("vgg16"), weights_file="vgg16-397923af.pth", sha256="397923af",
-        obtain="torchvision's VGG16_Weights.IMAGENET1K_V1 file vgg16-397923af.pth (download it "
-               "on a connected machine, e.g. from torchvision's model URL, and copy it into the "
-               "weights dir)",
-        licence="torchvision weights, BSD-3-Clause; ImageNet-trained",
-        reference="Simonyan & Zisserman 2015 (torchvision IMAGENET1K_V1)",
-        taps=_vgg_taps("features.28", "features.29", "classifier.0", "classifier.1",
-                       "classifier.3", "classifier.4", "512x14x14 = 100,352"),
-    ),
-    "alexnet": BackboneSpec(
-        name="alexnet", build=_tv("alexnet"), weights_file="alexnet-owt-7be5be79.pth",
-        sha256="7be5be79",
-        obtain="torchvision's AlexNet_Weights.IMAGENET1K_V1 file alexnet-owt-7be5be79.pth, "
-               "copied into the weights dir",
-        licence="torchvision weights, BSD-3-Clause; ImageNet-trained",
-        reference="Krizhevsky 2014 one-weird-trick variant (torchvision IMAGENET1K_V1)",
-        taps=_vgg_taps("features.10", "features.11", "classifier.1", "classifier.2",
-                       "classifier.4", "classifier.5", "256x13x13 = 43,264"),
-    ),
-    "resnet50": BackboneSpec(
-        name="resnet50", build=_tv("resnet50"), weights_file="resnet50-0676ba61.pth",
-        sha256="0676ba61",
-        obtain="torchvision's ResNet50_Weights.IMAGENET1K_V1 file resnet50-0676ba61.pth, "
-               "copied into the weights dir",
-        licence="torchvision weights, BSD-3-Clause; ImageNet-trained",
-        reference="He et al. 2016 (torchvision IMAGENET1K_V1)",
-        taps={
+    "vgg16": _torchvision_spec(
+        "vgg16", "vgg16-397923af.pth", "VGG16_Weights",
+        "Simonyan & Zisserman 2015 (torchvision IMAGENET1K_V1)",
+        _vgg_taps("features.28", "features.29", "classifier.0", "classifier.1",
+                  "classifier.3", "classifier.4", "512x14x14 = 100,352"),
+        obtain_tail=" (download it on a connected machine, e.g. from torchvision's model URL, "
+                    "and copy it into the weights dir)"),
+    "alexnet": _torchvision_spec(
+        "alexnet", "alexnet-owt-7be5be79.pth", "AlexNet_Weights",
+        "Krizhevsky 2014 one-weird-trick variant (torchvision IMAGENET1K_V1)",
+        _vgg_taps("features.10", "features.11", "classifier.1", "classifier.2",
+                  "classifier.4", "classifier.5", "256x13x13 = 43,264")),
+    "resnet50": _torchvision_spec(
+        "resnet50", "resnet50-0676ba61.pth", "ResNet50_Weights",
+        "He et al. 2016 (torchvision IMAGENET1K_V1)",
+        {
             "penultimate": Tap("flatten", "global-average-pooled layer4 (2,048): fc7 equivalent"),
             "conv_last": Tap("layer4", "last bottleneck block after its ReLU, "
                              "2048x7x7 = 100,352: conv5 equivalent"),
             "conv_last_pre": Tap("layer4.2.add", "last bottleneck block, residual sum before "
                                  "its ReLU"),
-        },
-    ),
-    "inception_v3": BackboneSpec(
-        name="inception_v3",
-        build=_tv("inception_v3", aux_logits=True, init_weights=False, transform_input=False),
-        weights_file="inception_v3_google-0cc3c7bd.pth", sha256="0cc3c7bd",
-        obtain="torchvision's Inception_V3_Weights.IMAGENET1K_V1 file "
-               "inception_v3_google-0cc3c7bd.pth, copied into the weights dir",
-        input_size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),   # = transform_input=True
-        licence="torchvision weights (ported from TensorFlow), BSD-3-Clause; ImageNet-trained",
-        reference="Szegedy et al. 2016 (torchvision IMAGENET1K_V1)",
-        taps={
+        }),
+    "inception_v3": _torchvision_spec(
+        "inception_v3", "inception_v3_google-0cc3c7bd.pth", "Inception_V3_Weights",
+        "Szegedy et al. 2016 (torchvision IMAGENET1K_V1)",
+        {
             "penultimate": Tap("flatten", "global-average-pooled Mixed_7c (2,048)"),
             "conv_last": Tap("Mixed_7c", "last inception block, 2048x8x8 = 131,072"),
         },
-    ),
+        build=_tv("inception_v3", aux_logits=True, init_weights=False, transform_input=False),
+        input_size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),   # = transform_input=True
+        licence="torchvision weights (ported from TensorFlow), BSD-3-Clause; ImageNet-trained"),
     "xception": BackboneSpec(
         name="xception", build=_xception, weights_file="xception-43020ad28.pth", sha256=None,
         obtain="timm's legacy_xception ImageNet checkpoint (xception-43020ad28.pth from timm's "
