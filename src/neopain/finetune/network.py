@@ -185,8 +185,8 @@ def checkpoint_meta(net: FinetuneNet, classes: Sequence[str], parent: Mapping[st
 def save_checkpoint(net: FinetuneNet, path: str | os.PathLike, meta: Mapping[str, Any],
                     extra: Mapping[str, Any] | None = None,
                     sidecar: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Write ``net``'s checkpoint then its sidecar (:func:`neopain.features.checkpoint.
-    write_checkpoint`); return the sidecar record."""
+    """Write ``net``'s checkpoint then its sidecar
+    (:func:`neopain.features.checkpoint.write_checkpoint`); return the sidecar record."""
     return checkpoint.write_checkpoint(net.checkpoint_tensors(), path, meta, extra, sidecar)
 
 

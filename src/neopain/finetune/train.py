@@ -53,7 +53,7 @@ KILL_ENV = "NEOPAIN_FINETUNE_KILL_AFTER_EPOCH"
 
 
 def decoded_batches(images: Sequence[bytes], order: Sequence[int], size: int, batch_size: int,
-             workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(indices, N x size x size x 3 uint8) batches in ``order``, decoded ahead."""
     from neopain.faces.crop import decode_jpeg
     from neopain.features.extract import decode_batch, map_ahead, reduce_factor
