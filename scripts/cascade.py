@@ -25,7 +25,8 @@ def main(sm):
         return
     target_job(
         method="cascade", samples_path=sm.input.samples, labels=p.labels,
-        positive_label=p.positive_label, data_root=p.data_root, crops=list(sm.input.crops),
+        positive_label=p.positive_label, data_root=p.data_root,
+        video_ids=list(p.video_ids), crops=list(sm.input.crops),
         keyframes=list(sm.input.keyframes), split_path=sm.input.split,
         protocol=sm.wildcards.protocol, fold=int(sm.wildcards.fold), init=sm.input.stage1,
         out_scores=sm.output.scores, **common)

@@ -14,7 +14,8 @@ def main(sm):
     torch.set_num_threads(max(1, sm.threads))
     target_job(
         rule=sm.rule, method="finetune", samples_path=sm.input.samples, labels=p.labels,
-        positive_label=p.positive_label, data_root=p.data_root, crops=list(sm.input.crops),
+        positive_label=p.positive_label, data_root=p.data_root,
+        video_ids=list(p.video_ids), crops=list(sm.input.crops),
         keyframes=list(sm.input.keyframes), split_path=sm.input.split,
         protocol=sm.wildcards.protocol, fold=int(sm.wildcards.fold),
         backbone=sm.wildcards.backbone, layer=p.layer, backbone_cfg=dict(p.backbone_cfg),

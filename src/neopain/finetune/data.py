@@ -78,6 +78,15 @@ def keyframe_set(samples: pd.DataFrame, crops: Mapping[str, str | os.PathLike],
                     (negative[0], positive_label))
 
 
+def per_video(video_ids: Sequence[str], files: Sequence[str | os.PathLike], what: str
+              ) -> dict[str, str | os.PathLike]:
+    """video_id -> its ``what`` table, from two lists in the same order."""
+    if len(files) != len(video_ids):
+        shown = ", ".join(map(str, list(video_ids)[:5])) + (", ..." if len(video_ids) > 5 else "")
+        raise ValueError(f"{len(files)} {what} tables for {len(video_ids)} videos ({shown})")
+    return dict(zip(video_ids, files))
+
+
 AUX_COLUMNS = ("path", "label")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 

@@ -18,7 +18,7 @@ import torch
 
 from neopain.core import provenance
 from neopain.features.checkpoint import read_sidecar
-from neopain.finetune.data import ImageSet, aux_set, keyframe_set
+from neopain.finetune.data import ImageSet, aux_set, keyframe_set, per_video
 from neopain.finetune.folds import fold_data, grouped_validation
 from neopain.finetune.network import build_net, checkpoint_meta, save_checkpoint
 from neopain.finetune.resume import clear_resume
@@ -67,15 +67,17 @@ def _training_extra(res: TrainResult, device: torch.device, precision: str) -> d
 
 
 def target_job(*, rule: str, method: str, samples_path, labels: Sequence[str],
-               positive_label: str, data_root, crops: Sequence[str], keyframes: Sequence[str],
-               split_path, protocol: str, fold: int, backbone: str, layer: str,
+               positive_label: str, data_root, video_ids: Sequence[str], crops: Sequence[str],
+               keyframes: Sequence[str], split_path, protocol: str, fold: int, backbone: str,
+               layer: str,
                backbone_cfg: Mapping[str, Any] | None, weights_dir, train_cfg: Mapping[str, Any],
                init: str, device: str, precision: str, workers: int, resume_dir,
                out_model, out_sidecar, out_scores, logger: logging.Logger | None = None
                ) -> dict[str, Any]:
     """Fine-tune on one fold's training subjects (``method`` finetune: from the
     backbone's weights; cascade: ``init`` = the stage-1 checkpoint), score its test
-    subjects, write checkpoint + sidecar + scores (atomically, in that order)."""
+    subjects, write checkpoint + sidecar + scores (atomically, in that order).
+    ``crops``/``keyframes``: the per-video tables of ``video_ids``, in that order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -84,9 +86,9 @@ def target_job(*, rule: str, method: str, samples_path, labels: Sequence[str],
 
     lg = logger or log
     samples = load_samples(samples_path, labels, data_root)
-    by_stem = {Path(f).name.removesuffix(".parquet"): f for f in crops}
-    kf = {Path(f).name.removesuffix(".parquet"): f for f in keyframes}
-    data = keyframe_set(samples, by_stem, kf, labels, positive_label)
+    by_video = per_video(video_ids, crops, "crop")
+    kf = per_video(video_ids, keyframes, "keyframe")
+    data = keyframe_set(samples, by_video, kf, labels, positive_label)
     split = pq.read_table(split_path).to_pandas()
     cfg = settings(train_cfg)
     fd = fold_data(data, split, int(fold), float(cfg["val_fraction"]), int(cfg["seed"]))
