@@ -16,7 +16,7 @@ only:
   selector x k x classifier of the paper preset, the best by frame accuracy *chosen on
   the test folds* (Table 5's optimistic choice), and (b) a linear probe (L2 logistic
   regression, C=1, standardised) on all features, nothing chosen on test data;
-* fine-tuned: ``neopain.finetune.finetune`` (new head, ``--unfreeze``, augmentation, class-balanced
+* fine-tuned: ``neopain.finetune`` (new head, ``--unfreeze``, augmentation, class-balanced
   loss, early stopping on 15% of the training subjects).
 
 Test predictions are pooled over folds; accuracy and AUC with 95% subject-bootstrap CIs
@@ -73,7 +73,7 @@ def machine(device) -> dict:
 def ckplus48_set(data: Path):
     from ckplus48_task import load_meta
 
-    from neopain.finetune.finetune import ImageSet
+    from neopain.finetune.data import ImageSet
 
     meta = load_meta(data)
     images = [(data / p).read_bytes() for p in meta["image"]]
@@ -86,7 +86,7 @@ def ckplus48_set(data: Path):
 def synthetic_set(n: int, size: int, seed: int = 0):
     import cv2
 
-    from neopain.finetune.finetune import ImageSet
+    from neopain.finetune.data import ImageSet
 
     rng = np.random.default_rng(seed)
     imgs = [cv2.imencode(".jpg", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))[1]
@@ -100,14 +100,15 @@ def frozen_features(backbone: str, ds, size: int, device, batch: int = 64) -> np
     import torch
 
     from neopain.features.backbones import load_backbone
-    from neopain.finetune.finetune import _batches, _to_device
+    from neopain.features.extract import to_input
+    from neopain.finetune.train import decoded_batches
 
     net, _ = load_backbone(backbone, ["penultimate"], cfg={"input_size": size})
     net = net.eval().to(device)
     parts = []
     with torch.inference_mode():
-        for idx, b in _batches(ds.images, range(len(ds)), size, batch, 1):
-            parts.append(net(_to_device(b, device))["penultimate"].float().cpu().numpy())
+        for idx, b in decoded_batches(ds.images, range(len(ds)), size, batch, 1):
+            parts.append(net(to_input(b, device))["penultimate"].float().cpu().numpy())
     return np.concatenate(parts)
 
 
@@ -141,12 +142,14 @@ def linear_probe(X, meta, split, seed=0):
 def throughput(args, device) -> dict:
     import torch
 
-    from neopain.finetune import finetune as ft
+    from neopain.finetune.network import build_net
+    from neopain.finetune.settings import settings
+    from neopain.finetune.train import train
 
     size = args.input_size
-    net, parent = ft.build_net(args.backbone, 2, args.layer,
-                               init="random" if args.random_init else "pretrained",
-                               input_size=size)
+    net, parent = build_net(args.backbone, 2, args.layer,
+                            init="random" if args.random_init else "pretrained",
+                            input_size=size)
     size = net.input_size
     data = None
     if not args.synthetic and (args.data / "ckplus48.csv").is_file():
@@ -154,10 +157,10 @@ def throughput(args, device) -> dict:
         data = data.subset(np.arange(len(data)) < args.steps * args.batch_size)
     if data is None:
         data = synthetic_set(args.steps * args.batch_size, max(size, 64))
-    cfg = ft.settings({"epochs": args.epochs_tp, "batch_size": args.batch_size,
-                       "unfreeze": args.unfreeze, "val_fraction": 0.0, "input_size": size})
-    res = ft.train(net, data, None, cfg, device=device, precision=args.precision,
-                   workers=args.workers)
+    cfg = settings({"epochs": args.epochs_tp, "batch_size": args.batch_size,
+                    "unfreeze": args.unfreeze, "val_fraction": 0.0, "input_size": size})
+    res = train(net, data, None, cfg, device=device, precision=args.precision,
+                workers=args.workers)
     ips = [h["images_per_s"] for h in res.history]
     return {"backbone": args.backbone, "init": parent["kind"], "input_size": size,
             "unfreeze": args.unfreeze, "batch_size": args.batch_size, "images": len(data),
@@ -219,8 +222,8 @@ def main(argv=None) -> int:
     if a.workers is None:
         a.workers = 8 if device.type == "cuda" else 1
     if a.layer is None:
-        from neopain.features.backbones import get_spec
-        from neopain.finetune.finetune import default_layer
+        from neopain.features.registry import get_spec
+        from neopain.finetune.network import default_layer
 
         a.layer = default_layer(get_spec(a.backbone))
     if a.input_size is None:
@@ -235,7 +238,11 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from neopain.finetune import finetune as ft
+    from neopain.finetune.folds import fold_data
+    from neopain.finetune.jobs import scores_frame
+    from neopain.finetune.network import build_net
+    from neopain.finetune.settings import settings
+    from neopain.finetune.train import fit, predict
     from neopain.learn.classify import cross_validate
     from neopain.learn.evaluate import delong_test, metrics_table, table5, to_markdown, with_ci_columns
     from neopain.learn.split import make_split
@@ -255,22 +262,22 @@ def main(argv=None) -> int:
     print(f"frozen features {X.shape} in {t_feat:.0f} s, frozen classifiers in "
           f"{t_frozen:.0f} s", flush=True)
 
-    cfg = ft.settings({"epochs": a.epochs, "patience": a.patience, "batch_size": a.batch_size,
-                       "lr": a.lr, "body_lr_scale": a.body_lr_scale, "unfreeze": a.unfreeze,
-                       "val_fraction": a.val_fraction, "input_size": a.input_size,
-                       "seed": a.seed})
+    cfg = settings({"epochs": a.epochs, "patience": a.patience, "batch_size": a.batch_size,
+                    "lr": a.lr, "body_lr_scale": a.body_lr_scale, "unfreeze": a.unfreeze,
+                    "val_fraction": a.val_fraction, "input_size": a.input_size,
+                    "seed": a.seed})
     tuned, ips, per_fold = [], [], []
     t1 = time.perf_counter()
     for fold in sorted(split["fold"].unique()):
-        fd = ft.fold_data(ds, split, int(fold), cfg["val_fraction"], a.seed)
-        net, parent = ft.build_net(a.backbone, 2, a.layer, input_size=a.input_size,
-                                   dropout=cfg["dropout"], seed=a.seed + int(fold))
+        fd = fold_data(ds, split, int(fold), cfg["val_fraction"], a.seed)
+        net, parent = build_net(a.backbone, 2, a.layer, input_size=a.input_size,
+                                dropout=cfg["dropout"], seed=a.seed + int(fold))
         tf = time.perf_counter()
-        res, _ = ft.fit(net, parent, fd.train, fd.val, cfg, device=device,
-                        precision=a.precision, workers=a.workers, resume_dir=None)
-        probs = ft.predict(net, fd.test, 64, device, a.precision, a.workers)
-        sc = ft.scores_frame(probs, fd.test, "gkf5", int(fold), "finetune", net.feature_dim,
-                             {})
+        res, _ = fit(net, parent, fd.train, fd.val, cfg, device=device,
+                     precision=a.precision, workers=a.workers, resume_dir=None)
+        probs = predict(net, fd.test, 64, device, a.precision, a.workers)
+        sc = scores_frame(probs, fd.test, "gkf5", int(fold), "finetune", net.feature_dim,
+                          {})
         tuned.append(sc)
         ips += [h["images_per_s"] for h in res.history]
         acc = float((sc["pred"] == sc["y"]).mean())

@@ -33,7 +33,7 @@ PREFERRED = ["mobilenet_v2", "vgg16", "resnet50", "alexnet", "vgg_face", "vgg_f"
 def pick_backbones(n_backbones: int, n_layers: int) -> dict:
     """n registry backbones with n of their layer names (mobilenet_v2's names as fallback)."""
     try:
-        from neopain.features import backbones as bb
+        from neopain.features import registry as bb
 
         names = [b for b in PREFERRED if b in bb.REGISTRY]
         names += [b for b in sorted(bb.REGISTRY) if b not in names]

@@ -10,7 +10,7 @@ def main(sm):
 
     import torch
 
-    from neopain.finetune import finetune
+    from neopain.finetune.jobs import aux_job, target_job
 
     p = sm.params
     torch.set_num_threads(max(1, sm.threads))
@@ -20,12 +20,13 @@ def main(sm):
                   workers=p.workers, resume_dir=p.resume_dir, out_model=sm.output.model,
                   out_sidecar=sm.output.sidecar, logger=logging.getLogger("neopain.cascade"))
     if sm.rule == "cascade_stage1":
-        finetune.aux_job(aux_samples=sm.input.aux, aux_data_root=p.aux_data_root,
-                         aux_labels=p.aux_labels, video_stride=p.video_stride, **common)
+        aux_job(aux_samples=sm.input.aux, aux_data_root=p.aux_data_root,
+                aux_labels=p.aux_labels, video_stride=p.video_stride, **common)
         return
-    finetune.target_job(
+    target_job(
         method="cascade", samples_path=sm.input.samples, labels=p.labels,
-        positive_label=p.positive_label, data_root=p.data_root, crops=list(sm.input.crops),
+        positive_label=p.positive_label, data_root=p.data_root,
+        video_ids=list(p.video_ids), crops=list(sm.input.crops),
         keyframes=list(sm.input.keyframes), split_path=sm.input.split,
         protocol=sm.wildcards.protocol, fold=int(sm.wildcards.fold), init=sm.input.stage1,
         out_scores=sm.output.scores, **common)

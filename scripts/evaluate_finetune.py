@@ -24,7 +24,7 @@ def main(sm):
     import pyarrow as pa
 
     from neopain.learn.evaluate import to_markdown, with_ci_columns
-    from neopain.finetune.finetune import comparison_table
+    from neopain.finetune.compare import comparison_table
 
     p = sm.params
     scores, ups = {}, []

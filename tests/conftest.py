@@ -42,7 +42,7 @@ def ckplus48_mobilenet(shared_data):
     (bench/ckplus48_task.py documents the task), computed once per session."""
     import importlib.util
 
-    from neopain.features.backbones import WeightsError
+    from neopain.features.weightfiles import WeightsError
 
     spec = importlib.util.spec_from_file_location("ckplus48_task",
                                                   REPO / "bench" / "ckplus48_task.py")

@@ -6,7 +6,9 @@ import hashlib
 import pytest
 import torch
 
-from neopain.features.backbones import REGISTRY, WeightsError, get_spec, load_backbone, locate_weights
+from neopain.features.backbones import load_backbone
+from neopain.features.registry import REGISTRY, get_spec
+from neopain.features.weightfiles import WeightsError, locate_weights
 
 CONV5 = {"vgg_f": 43264, "vgg_m": 86528, "vgg_s": 147968, "vgg_face": 100352,
          "vgg16": 100352, "alexnet": 43264}

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from neopain.features.backbones import REGISTRY, WeightsError, get_spec, load_backbone, locate_weights
+from neopain.features.backbones import load_backbone
+from neopain.features.registry import REGISTRY, get_spec
+from neopain.features.weightfiles import WeightsError, locate_weights
 
 
 def test_offline_weights_are_found_and_verified():

@@ -1,4 +1,4 @@
-"""Fine-tuning and cascaded fine-tuning (neopain.finetune.finetune, workflow/rules/finetune.smk).
+"""Fine-tuning and cascaded fine-tuning (neopain.finetune, workflow/rules/finetune.smk).
 
 Unit level (real ckplus48 crops): validation subjects come from a fold's training subjects
 only; augmentation is seeded; what `unfreeze` trains; two CPU runs with one seed give
@@ -32,9 +32,18 @@ import torch
 import yaml
 
 import _tiny
-from neopain.finetune import finetune as ft
-from neopain.features.backbones import WeightsError, get_spec, load_backbone
+from neopain.features.backbones import load_backbone
+from neopain.features.registry import get_spec
+from neopain.features.weightfiles import WeightsError
 from neopain.core.provenance import read_provenance, sha256_file
+from neopain.features.checkpoint import FORMAT, META_KEY, read_checkpoint, verify_checkpoint
+from neopain.finetune.augment import augment
+from neopain.finetune.data import ImageSet
+from neopain.finetune.folds import fold_data, grouped_validation, validation_subjects
+from neopain.finetune.network import (build_net, checkpoint_meta, load_finetuned, save_checkpoint,
+                                      set_trainable)
+from neopain.finetune.settings import DEFAULT_AUGMENT, settings
+from neopain.finetune.train import KILL_ENV, fit, summary
 
 FT_VIDEOS = [
     *_tiny.TINY_VIDEOS,
@@ -85,9 +94,9 @@ def ft_config(work: Path, shared: Path) -> dict:
 # --------------------------------------------------------------------------------------
 # unit level
 # --------------------------------------------------------------------------------------
-def ckplus48_set(shared: Path, rows: list[dict] | None = None) -> ft.ImageSet:
+def ckplus48_set(shared: Path, rows: list[dict] | None = None) -> ImageSet:
     rows = rows if rows is not None else ckplus48_rows(shared)
-    return ft.ImageSet(
+    return ImageSet(
         [(shared / r["image"]).read_bytes() for r in rows],
         np.array([int(r["emotion"] in NEGATIVE) for r in rows], np.int64),
         np.array([r["subject"] for r in rows], dtype=object),
@@ -95,7 +104,7 @@ def ckplus48_set(shared: Path, rows: list[dict] | None = None) -> ft.ImageSet:
         np.arange(len(rows), dtype=np.int32), ("positive", "negative"))
 
 
-def small_set(shared: Path, n: int = 48) -> ft.ImageSet:
+def small_set(shared: Path, n: int = 48) -> ImageSet:
     rows = ckplus48_rows(shared)
     return ckplus48_set(shared, rows[:: max(1, len(rows) // n)][:n])
 
@@ -109,79 +118,79 @@ def test_validation_subjects_come_from_training_subjects_only(shared_data):
     split = make_split(meta, "gkf", {"kind": "group_kfold", "n_splits": 5, "seed": 0})
     for fold in range(5):
         train_s, test_s = fold_subjects(split, fold)
-        fd = ft.fold_data(data, split, fold, 0.2, seed=0)
+        fd = fold_data(data, split, fold, 0.2, seed=0)
         val = set(fd.val_subjects)
         assert val and val <= train_s and not val & test_s
         assert set(fd.train.subject_id) == train_s - val
         assert set(fd.val.subject_id) == val and set(fd.test.subject_id) == test_s
         assert abs(len(val) - 0.2 * len(train_s)) <= 1
         assert set(fd.train.y) == {0, 1} and set(fd.val.y) == {0, 1}     # stratified
-        assert fd.val_subjects == ft.fold_data(data, split, fold, 0.2, 0).val_subjects
+        assert fd.val_subjects == fold_data(data, split, fold, 0.2, 0).val_subjects
     # no validation when it cannot be had without leaving a class out of training
-    assert ft.validation_subjects(["a", "a"], [0, 1], 0.5) == set()
-    assert ft.validation_subjects(["a", "b"], [0, 1], 0.5) == set()
-    assert ft.validation_subjects(["a", "b", "c"], [0, 1, 1], 0.0) == set()
-    assert ft.validation_subjects(["a", "b", "c"], [0, 1, 1], 0.5) == {"b"} or \
-        ft.validation_subjects(["a", "b", "c"], [0, 1, 1], 0.5) == {"c"}
+    assert validation_subjects(["a", "a"], [0, 1], 0.5) == set()
+    assert validation_subjects(["a", "b"], [0, 1], 0.5) == set()
+    assert validation_subjects(["a", "b", "c"], [0, 1, 1], 0.0) == set()
+    assert validation_subjects(["a", "b", "c"], [0, 1, 1], 0.5) == {"b"} or \
+        validation_subjects(["a", "b", "c"], [0, 1, 1], 0.5) == {"c"}
     with pytest.raises(ValueError, match="fold 9 is not in the split"):
-        ft.fold_data(data, split, 9, 0.2)
+        fold_data(data, split, 9, 0.2)
 
 
 def test_augmentation_is_seeded_bounded_and_flips_faces():
     x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    aug = ft.DEFAULT_AUGMENT
-    a = ft.augment(x, torch.Generator().manual_seed(1), aug)
-    b = ft.augment(x, torch.Generator().manual_seed(1), aug)
-    c = ft.augment(x, torch.Generator().manual_seed(2), aug)
+    aug = DEFAULT_AUGMENT
+    a = augment(x, torch.Generator().manual_seed(1), aug)
+    b = augment(x, torch.Generator().manual_seed(1), aug)
+    c = augment(x, torch.Generator().manual_seed(2), aug)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
     flip_only = {"flip": True}
-    f = ft.augment(x, torch.Generator().manual_seed(3), flip_only)
+    f = augment(x, torch.Generator().manual_seed(3), flip_only)
     mirrored = [torch.allclose(f[i], x[i].flip(-1), atol=1e-5) for i in range(6)]
     same = [torch.allclose(f[i], x[i], atol=1e-5) for i in range(6)]
     assert all(m or s for m, s in zip(mirrored, same)) and any(mirrored) and any(same)
     # any in-plane angle (infants): a marked corner ends up elsewhere for some images
     img = torch.zeros(8, 3, 32, 32)
     img[:, :, 2:8, 2:8] = 1
-    r = ft.augment(img, torch.Generator().manual_seed(4), {"rotate_any": True})
+    r = augment(img, torch.Generator().manual_seed(4), {"rotate_any": True})
     assert (r[:, :, 2:8, 2:8].mean((1, 2, 3)) < 0.5).sum() >= 4
 
 
 def test_unfreeze_modes_and_settings():
-    net, parent = ft.build_net("mobilenet_v2", 2, init="random", input_size=64)
+    net, parent = build_net("mobilenet_v2", 2, init="random", input_size=64)
     assert parent["kind"] == "random" and net.feature_dim == 1280
     n_all = len(list(net.features.body.parameters()))
-    assert ft.set_trainable(net, "head") == []
-    last = ft.set_trainable(net, "last_block")
+    assert set_trainable(net, "head") == []
+    last = set_trainable(net, "last_block")
     assert last and all(n.startswith(("features.17.", "features.18.")) for n in last)
-    assert len(ft.set_trainable(net, "all")) == n_all
-    mods = ft.set_trainable(net, "head", ["features.18"])
+    assert len(set_trainable(net, "all")) == n_all
+    mods = set_trainable(net, "head", ["features.18"])
     assert mods and all(n.startswith("features.18.") for n in mods)
     with pytest.raises(ValueError, match="no parameter of the body matches"):
-        ft.set_trainable(net, "head", ["classifier"])      # not part of the truncated body
-    fer, _ = ft.build_net("fer", 3, init="random")
+        set_trainable(net, "head", ["classifier"])      # not part of the truncated body
+    fer, _ = build_net("fer", 3, init="random")
     assert fer.feature_dim == 128 and fer.input_size == 64
-    fer_last = ft.set_trainable(fer, "last_block")
+    fer_last = set_trainable(fer, "last_block")
     assert fer_last and len(fer_last) < len(list(fer.features.body.parameters()))
     with pytest.raises(ValueError, match="fixed 64 px"):
-        ft.build_net("fer", 2, init="random", input_size=96)
+        build_net("fer", 2, init="random", input_size=96)
     with pytest.raises(ValueError, match="unfreeze"):
-        ft.settings({"unfreeze": "some"})
-    s = ft.settings({"epochs": 3, "augment": {"rotate_any": True}})
+        settings({"unfreeze": "some"})
+    s = settings({"epochs": 3, "augment": {"rotate_any": True}})
     assert s["epochs"] == 3 and s["augment"]["rotate_any"] and s["augment"]["flip"]
 
 
 def _train_fer(data, tmp: Path, name: str, seed: int = 0, resume_dir=None, epochs: int = 2):
     torch.set_num_threads(1)
-    net, parent = ft.build_net("fer", 2, seed=seed)
-    cfg = ft.settings({"epochs": epochs, "batch_size": 16, "unfreeze": "last_block",
+    net, parent = build_net("fer", 2, seed=seed)
+    cfg = settings({"epochs": epochs, "batch_size": 16, "unfreeze": "last_block",
                        "seed": seed})
-    tr, va, _ = ft.grouped_validation(data, 0.25, seed)
-    res, fp = ft.fit(net, parent, tr, va, cfg, device=torch.device("cpu"), precision="auto",
+    tr, va, _ = grouped_validation(data, 0.25, seed)
+    res, fp = fit(net, parent, tr, va, cfg, device=torch.device("cpu"), precision="auto",
                      workers=1, resume_dir=resume_dir)
-    meta = ft.checkpoint_meta(net, data.classes, parent,
-                              {"rule": "test", "data": fp, "summary": ft.summary(res)})
-    rec = ft.save_checkpoint(net, tmp / name / "model.safetensors", meta,
+    meta = checkpoint_meta(net, data.classes, parent,
+                              {"rule": "test", "data": fp, "summary": summary(res)})
+    rec = save_checkpoint(net, tmp / name / "model.safetensors", meta,
                              {"history": res.history})
     return net, rec, res
 
@@ -193,16 +202,16 @@ def test_cpu_runs_are_deterministic_and_checkpoints_verify(shared_data, tmp_path
     _, c, _ = _train_fer(data, tmp_path, "c", seed=1)
     assert a["sha256"] == b["sha256"] != c["sha256"]
     path = tmp_path / "a" / "model.safetensors"
-    assert ft.verify_checkpoint(path) == a["sha256"] == sha256_file(path)
+    assert verify_checkpoint(path) == a["sha256"] == sha256_file(path)
     side = json.loads((tmp_path / "a" / "model.json").read_text())
-    assert side["format"] == ft.FORMAT and side["base"] == "fer" and side["feature_dim"] == 128
+    assert side["format"] == FORMAT and side["base"] == "fer" and side["feature_dim"] == 128
     assert side["parent"]["kind"] == "weights" and len(side["parent"]["sha256"]) == 64
     assert [h["epoch"] for h in side["history"]] == [1, 2] and res.validation
     # safetensors, no pickle: readable without torch.load; the metadata says what it is
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
-        assert json.loads(fh.metadata()[ft.META_KEY])["classes"] == ["positive", "negative"]
+        assert json.loads(fh.metadata()[META_KEY])["classes"] == ["positive", "negative"]
     # as an extract backbone: a config entry with the checkpoint as weights_file
     cfg = {"base": "fer", "weights_file": str(path)}
     assert get_spec("fer_ft", cfg).weights_format == "torch"
@@ -214,7 +223,7 @@ def test_cpu_runs_are_deterministic_and_checkpoints_verify(shared_data, tmp_path
         ft_feat, fr_feat = tuned(x)["penultimate"], frozen(x)["penultimate"]
         assert torch.allclose(ft_feat, net.eval().embed(x), atol=1e-6)
     assert ft_feat.shape == (3, 128) and not torch.allclose(ft_feat, fr_feat, atol=1e-3)
-    whole = ft.load_finetuned(path)
+    whole = load_finetuned(path)
     with torch.no_grad():
         assert torch.allclose(whole(x), net(x), atol=1e-6)
     # a wrong config pin, a modified or a truncated checkpoint is refused
@@ -224,12 +233,12 @@ def test_cpu_runs_are_deterministic_and_checkpoints_verify(shared_data, tmp_path
     raw[-5] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(WeightsError, match="does not match"):
-        ft.read_checkpoint(path)
+        read_checkpoint(path)
     with pytest.raises(WeightsError, match="does not match"):
         load_backbone("fer_ft", ["penultimate"], cfg=cfg)
     path.write_bytes(bytes(raw[: len(raw) // 2]))
     with pytest.raises(WeightsError, match="partial or modified"):
-        ft.read_checkpoint(path)
+        read_checkpoint(path)
 
 
 def test_corrupt_or_foreign_resume_state_is_ignored(shared_data, tmp_path, caplog):
@@ -238,18 +247,18 @@ def test_corrupt_or_foreign_resume_state_is_ignored(shared_data, tmp_path, caplo
     resume = tmp_path / "resume"
     resume.mkdir()
     (resume / "state.safetensors").write_bytes(b"\x00" * 100)          # a torn write
-    with caplog.at_level(logging.WARNING, logger="neopain.finetune.finetune"):
+    with caplog.at_level(logging.WARNING, logger="neopain.finetune"):
         _, got, res = _train_fer(data, tmp_path, "garbage", resume_dir=resume)
     assert "ignoring resume state" in caplog.text and res.resumed_from is None
     assert got["sha256"] == clean["sha256"]
     # the state that run left (finished) belongs to seed 0: a seed-1 job ignores it
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="neopain.finetune.finetune"):
+    with caplog.at_level(logging.WARNING, logger="neopain.finetune"):
         _, other, res1 = _train_fer(data, tmp_path, "other", seed=1, resume_dir=resume)
     assert "belongs to another job" in caplog.text and res1.resumed_from is None
     # ... and the same job resumes it (finished: nothing left to train), same checkpoint
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="neopain.finetune.finetune"):
+    with caplog.at_level(logging.INFO, logger="neopain.finetune"):
         _, again, res2 = _train_fer(data, tmp_path, "again", seed=1, resume_dir=resume)
     assert res2.resumed_from == 2 and "resumed from epoch 2" in caplog.text
     assert again["sha256"] == other["sha256"]
@@ -304,7 +313,7 @@ def test_outputs_schemas_provenance_and_loss(ft_run):
         rel = FOLD0.format(method=method)
         side = _sidecar(work, rel)
         model = work / rel / "model.safetensors"
-        assert side["sha256"] == sha256_file(model) == ft.verify_checkpoint(model)
+        assert side["sha256"] == sha256_file(model) == verify_checkpoint(model)
         assert side["classes"] == ["no_pain", "pain"] and side["input_size"] == 64
         assert side["feature_dim"] == 1280 and side["layer"] == "penultimate"
         losses[method] = [h["train_loss"] for h in side["history"]]
@@ -414,7 +423,7 @@ def test_killed_job_resumes_from_its_last_epoch(ft_run):
     state = work / ".finetune_resume/finetune/mobilenet_v2/holdout/fold0/state.safetensors"
     log = work / "logs/finetune/mobilenet_v2/holdout/fold0.log"
     proc = _tiny.snakemake(work, "--forcerun", "finetune", target, check=False,
-                           env={ft.KILL_ENV: "1"})
+                           env={KILL_ENV: "1"})
     assert proc.returncode != 0
     assert "killing this process (test hook)" in log.read_text()
     assert state.is_file() and not (work / target).exists()      # no partial output
@@ -424,5 +433,5 @@ def test_killed_job_resumes_from_its_last_epoch(ft_run):
     assert "epoch 1/4" not in text and "epoch 2/4" in text
     after = _sidecar(work, rel)
     assert after["resumed_from_epoch"] == 1
-    assert after["sha256"] == ft.verify_checkpoint(work / target) == before
+    assert after["sha256"] == verify_checkpoint(work / target) == before
     assert not state.exists()

@@ -11,7 +11,8 @@ import scipy.io
 import torch
 
 from neopain.features import matconvnet as mc
-from neopain.features.backbones import WeightsError, load_backbone
+from neopain.features.backbones import load_backbone
+from neopain.features.weightfiles import WeightsError
 
 # --- a reference implementation of the stored network, in numpy (H x W x C arrays) ------
 

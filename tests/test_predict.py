@@ -232,7 +232,8 @@ def test_weights_and_tracker_mismatch_are_refused(tmp_path):
 
 
 def test_embedded_weights_are_used_and_verified(tmp_path):
-    from neopain.features.backbones import REGISTRY, locate_weights
+    from neopain.features.registry import REGISTRY
+    from neopain.features.weightfiles import locate_weights
     from neopain.deploy.exported import load
     from neopain.deploy.predictor import Predictor
 

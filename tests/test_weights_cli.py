@@ -6,7 +6,9 @@ import pytest
 import torch
 import yaml
 
-from neopain.features.backbones import WeightsError, get_spec, load_backbone, locate_weights
+from neopain.features.backbones import load_backbone
+from neopain.features.registry import get_spec
+from neopain.features.weightfiles import WeightsError, locate_weights
 from neopain.cli import main
 from neopain.features.weights import import_weights
 

@@ -121,7 +121,8 @@ def test_live_weka_mobilenet_features(shared_data, tmp_path):
     import torch
     from PIL import Image
 
-    from neopain.features.backbones import WeightsError, load_backbone
+    from neopain.features.backbones import load_backbone
+    from neopain.features.weightfiles import WeightsError
 
     try:
         net, _ = load_backbone("mobilenet_v2", ["penultimate"])

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 def _weights(args) -> int:
     from pathlib import Path
 
-    from neopain.features.backbones import WeightsError
+    from neopain.features.weightfiles import WeightsError
     from neopain.features import weights
 
     extract_cfg = {}

@@ -247,7 +247,7 @@ def default_weights_dirs(config: Mapping[str, Any] | None, workdir: Path) -> lis
 
     packages = [("facenet_pytorch", "data")]          # MTCNN's pnet/rnet/onet.pt
     try:
-        from neopain.features.backbones import REGISTRY
+        from neopain.features.registry import REGISTRY
 
         packages += [(spec.package, getattr(spec, "package_subdir", ""))
                      for spec in REGISTRY.values() if getattr(spec, "package", None)]

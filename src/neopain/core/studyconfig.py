@@ -93,7 +93,7 @@ def select_run(config: Mapping) -> tuple[dict, dict]:
 
 def check_backbones(backbones: Mapping[str, Mapping]) -> None:
     """Every backbone and layer name resolves (no weights are read)."""
-    from neopain.features.backbones import get_spec
+    from neopain.features.registry import get_spec
 
     for name, spec_cfg in backbones.items():
         cfg = {k: v for k, v in dict(spec_cfg or {}).items() if k != "layers"}

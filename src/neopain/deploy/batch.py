@@ -87,7 +87,7 @@ def run_cli(model_path: str, videos: list[str], out_dir: str, options: PredictOp
     even when another one fails."""
     import sys
 
-    from neopain.features.backbones import WeightsError
+    from neopain.features.weightfiles import WeightsError
     from neopain.deploy.exported import load
     from neopain.faces.video import source_sha256
 

@@ -64,7 +64,8 @@ class FaceScorer:
     def __init__(self, model: ExportedModel, options):
         import torch
 
-        from neopain.features.backbones import WeightsError, load_backbone
+        from neopain.features.backbones import load_backbone
+        from neopain.features.weightfiles import WeightsError
         from neopain.features.extract import Runner, pick_device
         from neopain.faces.track import build_detector, params_from_config
 

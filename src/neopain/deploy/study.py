@@ -19,7 +19,8 @@ def study_pipeline(study: Mapping[str, Any], backbone: str, layer: str,
     """The study's unfitted settings of one backbone for :func:`neopain.deploy.refit.export_model` (weights
     pinned by the sha256 the feature table's provenance records) and the embedded
     weights (``export.embed_weights``) or None."""
-    from neopain.features.backbones import get_spec, locate_weights
+    from neopain.features.registry import get_spec
+    from neopain.features.weightfiles import locate_weights
 
     if backbone == "actions":  # no network: features from the tracker's face mesh
         from neopain.deploy.actionsmodel import actions_pipeline

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import torch
 
 from neopain.features.backbones import FeatureNet
+from neopain.features.keyframe_crops import keyframe_rows
 from neopain.faces.crop import decode_jpeg
 from neopain.features.tables import feature_matrix, fixed_size_list  # noqa: F401  (feature_matrix re-exported)
 
@@ -199,10 +200,8 @@ def extract_video(
         raise ValueError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
     np_dtype = DTYPES[dtype][0]
     runner = Runner(net, device, precision)
-    kept = keyframes.filter(keyframes.column("keep"))
-    keep_frames = set(kept.column("frame").to_pylist())
     frames = crops.column("frame").to_pylist()
-    rows = [i for i, f in enumerate(frames) if f in keep_frames]
+    rows = keyframe_rows(crops, keyframes)
     size = net.spec.input_size
     jpeg_col = crops.column("jpeg")
     jpegs = [jpeg_col[i].as_py() for i in rows]

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from neopain.features.keyframe_crops import keyframe_rows
 from neopain.features.tables import fixed_size_list
 
 log = logging.getLogger(__name__)
@@ -167,10 +168,8 @@ def texture_video(video_id: str, crops: pa.Table, keyframes: pa.Table, method: s
     builds ``results/features/{method}/grid/features.parquet`` from it."""
     p = params_for(method, params)
     d = dimension(method, p)
-    kept = keyframes.filter(keyframes.column("keep"))
-    keep_frames = set(kept.column("frame").to_pylist())
     frames = crops.column("frame").to_pylist()
-    rows = [i for i, f in enumerate(frames) if f in keep_frames]
+    rows = keyframe_rows(crops, keyframes)
     jpegs, stamps = crops.column("jpeg"), crops.column("timestamp")
     feats = np.zeros((len(rows), d), np.float32)
     for j, i in enumerate(rows):  # one decoded crop at a time

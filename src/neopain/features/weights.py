@@ -17,10 +17,11 @@ from typing import Any, Mapping
 
 import torch
 
-from neopain.features.backbones import (REGISTRY, SUMS_FILE, BackboneSpec, WeightsError, adapt_state,
-                        get_spec, load_weights_into, pins_for, read_sums, read_torch_state,
-                        verify_file, weight_candidates)
 from neopain.core.provenance import atomic_path, sha256_file
+from neopain.features.registry import REGISTRY, BackboneSpec, get_spec
+from neopain.features.weightfiles import (SUMS_FILE, WeightsError, pins_for, read_sums, verify_file,
+                                          weight_candidates)
+from neopain.features.weightload import adapt_state, load_weights_into, read_torch_state
 
 
 def status(spec: BackboneSpec, weights_dir: str | Path | None) -> dict[str, Any]:
