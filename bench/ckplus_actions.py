@@ -51,7 +51,8 @@ def clip_features(data: Path, rows: list[dict]):
     from neopain.features import actions as A
     from neopain.features.backbones import load_backbone
     from neopain.faces.crop import align, transform_points
-    from neopain.faces.detectors import FaceMeshRefiner, MTCNNDetector
+    from neopain.faces.detectors.facemesh import FaceMeshRefiner
+    from neopain.faces.detectors.mtcnn import MTCNNDetector
     from neopain.features.extract import Runner
 
     det = MTCNNDetector(max_side=None)

@@ -22,7 +22,8 @@ class _Progress:
 
 def main(sm):
     from neopain.faces.framepass import DEFAULT_MAX_BYTES, track_crop_keyframes
-    from neopain.faces.track import build_detector, params_from_config
+    from neopain.faces.detectors.registry import build_detector
+    from neopain.faces.trackparams import params_from_config
     from neopain.faces.video import source_sha256
 
     p = sm.params

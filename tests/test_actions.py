@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from neopain.features import actions as A
-from neopain.faces.detectors import FaceMeshRefiner, MTCNNDetector
+from neopain.faces.detectors.facemesh import FaceMeshRefiner
+from neopain.faces.detectors.mtcnn import MTCNNDetector
 from neopain.faces.mpmodels import MESH_FILE
 from neopain.faces.track import track_video
 from neopain.faces.video import Frame

@@ -293,7 +293,8 @@ def ck_crops(shared_data):
     all 6 emotions, 10 subjects; ~20 s on 1 core)."""
     pytest.importorskip("facenet_pytorch")
     from neopain.faces.crop import crop_video
-    from neopain.faces.track import MTCNNDetector, track_video
+    from neopain.faces.detectors.mtcnn import MTCNNDetector
+    from neopain.faces.track import track_video
 
     det = MTCNNDetector()
     out = {}

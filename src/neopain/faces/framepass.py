@@ -63,7 +63,7 @@ class FrameTee:
 
 def _record_bad_images(qc: dict[str, Any], bad: list[str]) -> dict[str, Any]:
     """The QC record as ``track_video`` makes it when it skips unreadable images itself."""
-    from neopain.faces.track import qc_status
+    from neopain.faces.tracktable import qc_status
 
     if not bad:
         return qc
