@@ -53,6 +53,7 @@ def _compose(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def apply_affine(M: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Points (N, 2) mapped by the 2x3 affine matrix ``M``."""
     pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
     return pts @ M[:, :2].T + M[:, 2]
 
@@ -70,9 +71,9 @@ def map_back(det: Detection, Ainv: np.ndarray) -> Detection:
                      face_size=size)
 
 
-
 def roll_radians(landmarks: np.ndarray) -> float:
-    """In-plane angle (radians) of the eye line, image y down."""
+    """In-plane angle (radians) of a face from its 5 landmarks (eye line combined with
+    the eyes-to-mouth axis), image y down."""
     lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
     eyes = lm[1] - lm[0]
     mouth = 0.5 * (lm[3] + lm[4]) - 0.5 * (lm[0] + lm[1])  # eyes -> mouth, "down"

@@ -61,7 +61,8 @@ def one_euro(x: np.ndarray, t: np.ndarray, scale: np.ndarray | float = 1.0,
 
 def smooth_rows(rows: list[dict], params) -> None:
     """Smooth the detections of the tracker's rows in place, run by run of consecutive ok
-    frames (never across a scene cut); ``params``: a :class:`~neopain.faces.trackparams.TrackParams`."""
+    frames (never across a scene cut); ``params``: a
+    :class:`~neopain.faces.trackparams.TrackParams`."""
     i = 0
     n = len(rows)
     while i < n:

@@ -80,6 +80,8 @@ class SubjectTracker:
 
     # --- detector calls ------------------------------------------------------------
     def detect_views(self, views: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Detection]]:
+        """Detections of ``(view image, A)`` pairs (batched when the backend can), mapped
+        back to frame pixels."""
         imgs = [v[0] for v in views]
         if len(imgs) > 1 and hasattr(self.det, "detect_batch"):
             raw = self.det.detect_batch(imgs)

@@ -217,15 +217,16 @@ def track_video(
 ) -> tuple[pa.Table, dict[str, Any]]:
     """Detect and track one subject's face through a source (streamed).
 
-    Settings: either ``params`` (a :class:`~neopain.faces.trackparams.TrackParams`) or the keyword arguments
-    (``min_score``, ``max_jump``, ``reacquire_after`` and any other
-    :class:`~neopain.faces.trackparams.TrackParams` field).  ``refiner`` (e.g. :class:`~neopain.faces.detectors.facemesh.FaceMeshRefiner`)
-    refines the landmarks of every accepted face.  ``frames`` replaces decoding
-    ``path`` (any iterable of :class:`Frame`; tests use rotated copies).  ``on_row`` is
-    called with each row (a dict: ``frame``, ``timestamp``, ``ok``, ``reason``, ``det``
-    -- unsmoothed --, ...) as soon as it is decided, in frame order, at most
-    ``search_every`` frames late; a scene cut before the next frame sets
-    ``cut_after`` on it later (:mod:`neopain.deploy.stream` scores while tracking).
+    Settings: either ``params`` (a :class:`~neopain.faces.trackparams.TrackParams`) or the
+    keyword arguments (``min_score``, ``max_jump``, ``reacquire_after`` and any other
+    ``TrackParams`` field).  ``refiner`` (e.g.
+    :class:`~neopain.faces.detectors.facemesh.FaceMeshRefiner`) refines the landmarks of
+    every accepted face.  ``frames`` replaces decoding ``path`` (any iterable of
+    :class:`Frame`; tests use rotated copies).  ``on_row`` is called with each row (a
+    dict: ``frame``, ``timestamp``, ``ok``, ``reason``, ``det`` -- unsmoothed --, ...) as
+    soon as it is decided, in frame order, at most ``search_every`` frames late; a scene
+    cut before the next frame sets ``cut_after`` on it later (:mod:`neopain.deploy.stream`
+    scores while tracking).
 
     ``on_error``: what a :class:`VideoError` while decoding does -- ``"fail"``
     re-raises it; ``"record"`` returns the rows of the frames decoded before it

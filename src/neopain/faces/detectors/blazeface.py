@@ -27,10 +27,11 @@ was rejected (``low_score``/``occluded``) with the candidate; its own thresholds
 (``score_defaults``: 0.5 while tracking, 0.6 to start a track -- MediaPipe's) decide.
 
 Keypoints: BlazeFace gives the subject's right eye, left eye, nose tip, mouth centre and
-both ear tragions.  The tracker's five points (:mod:`neopain.faces.detectors.detection`: image-left eye,
-image-right eye, nose, mouth corners) take the eyes and the nose as they are; BlazeFace
-has no mouth corners, so they are *approximated* here from its mouth centre, half the
-ArcFace template's mouth width (0.828 eye distances) to each side along the eye line.
+both ear tragions.  The tracker's five points (:mod:`neopain.faces.detectors.detection`:
+image-left eye, image-right eye, nose, mouth corners) take the eyes and the nose as they
+are; BlazeFace has no mouth corners, so they are *approximated* here from its mouth
+centre, half the ArcFace template's mouth width (0.828 eye distances) to each side along
+the eye line.
 With the face mesh (``track.landmarks: facemesh``, the default) the tracker replaces
 them by the mesh's mouth corners (points 61 and 291) on every accepted face
 (:class:`~neopain.faces.detectors.facemesh.FaceMeshRefiner` ``mouth_from_mesh``).

@@ -1,8 +1,8 @@
 """MediaPipe 0.10.21 face detection + face mesh as a worker process.
 
-Run by :class:`neopain.faces.detectors.mediapipe_client.MediapipeDetector` with the interpreter of the
-mediapipe environment (``.venv-mediapipe``, ``envs/mediapipe.yaml``): it imports
-only mediapipe, numpy and the standard library, never neopain.
+Run by :class:`neopain.faces.detectors.mediapipe_client.MediapipeDetector` with the
+interpreter of the mediapipe environment (``.venv-mediapipe``, ``envs/mediapipe.yaml``): it
+imports only mediapipe, numpy and the standard library, never neopain.
 
 Protocol: argv[1] is a JSON object of parameters.  The worker prints one JSON line
 ``{"version", "weights": {file: sha256}}`` (or ``{"error"}``), then for every frame
