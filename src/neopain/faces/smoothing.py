@@ -36,6 +36,7 @@ def one_euro_step(x: np.ndarray, prev: np.ndarray, dx_hat: np.ndarray, dt: float
 
 def one_euro_pass(x: np.ndarray, t: np.ndarray, scale: np.ndarray, min_cutoff: float,
                    beta: float, d_cutoff: float = 1.0) -> np.ndarray:
+    """One causal One-Euro pass over a (T, ...) series (time steps ``t``, speed ``scale``)."""
     out = np.empty_like(x)
     out[0] = x[0]
     dx_hat = np.zeros_like(x[0])

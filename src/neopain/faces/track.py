@@ -185,6 +185,7 @@ class _Run:
 
 
 def _chunks(source: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    """The frames of ``source`` in lists of ``size`` (the last one shorter)."""
     it = iter(source)
     while True:
         chunk: list[Frame] = []

@@ -43,6 +43,7 @@ def feature_names() -> list[str]:
 
 
 def peak_params(peaks: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:data:`PEAK_DEFAULTS` with ``peaks`` on top (unknown names and bad values refused)."""
     out = dict(PEAK_DEFAULTS)
     for k, v in dict(peaks or {}).items():
         if k not in PEAK_DEFAULTS:

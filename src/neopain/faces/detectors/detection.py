@@ -58,6 +58,9 @@ class Detection:
 
 
 class Detector(Protocol):
+    """A backend: ``detect`` (optionally ``detect_batch``, ``detect_roi``), ``info``, and
+    optionally ``score_defaults`` / ``mesh_score_default`` (:mod:`neopain.faces.trackparams`)."""
+
     name: str
 
     def detect(self, rgb: np.ndarray) -> list[Detection]: ...
@@ -66,12 +69,13 @@ class Detector(Protocol):
 
 
 def check_rgb(rgb: np.ndarray) -> None:
+    """Refuse anything but an HxWx3 uint8 RGB image."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected HxWx3 uint8 RGB, got {rgb.shape} {rgb.dtype}")
 
 
-
 def package_version(dist: str) -> str:
+    """The installed version of a distribution (``"unknown"`` when absent), for ``info()``."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:

@@ -20,6 +20,7 @@ __all__ = ["MTCNNDetector", "pick_device"]
 
 
 def pick_device(device: str | None):
+    """The torch device: ``None``/``"auto"`` is CUDA when present, else the CPU."""
     import torch
 
     if device is None or device == "auto":

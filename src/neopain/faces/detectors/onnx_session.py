@@ -12,6 +12,7 @@ __all__ = ["find_model_file", "ort_session"]
 
 
 def ort_session(path: Path, device: str | None, threads: int | None = None):
+    """``(session, provider)``: CUDA when asked for and present, else the CPU."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -34,6 +35,7 @@ def ort_session(path: Path, device: str | None, threads: int | None = None):
 
 def find_model_file(model_dir: str | os.PathLike | None, what: str, config_key: str,
                       candidates: Sequence[str], explicit: str | None) -> Path:
+    """The model file in ``model_dir`` (``explicit``, else the first of ``candidates``)."""
     if not model_dir:
         raise FileNotFoundError(
             f"{what}: no model directory configured; set {config_key} to a local folder "
