@@ -37,15 +37,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from neopain.features import actions as A
     from neopain.faces.crop import align, encode_jpeg, transform_points
-    from neopain.faces.detectors import FaceMeshRefiner
-    from neopain.faces.track import build_detector, track_video
+    from neopain.faces.detectors.facemesh import FaceMeshRefiner
+    from neopain.faces.detectors.registry import build_detector
+    from neopain.faces.track import track_video
 
     det, _ = build_detector({"detector": "mtcnn", "landmarks": "detector"})
     table, qc = track_video(a.video, det, max_frames=a.frames)
     from neopain.faces.video import iter_frames
     frames = {f.index: f.image for f in iter_frames(a.video, max_frames=a.frames)}
     rows = [r for r in table.to_pylist() if r["ok"]]
-    from neopain.faces.detectors import Detection
+    from neopain.faces.detectors.detection import Detection
     dets = [(frames[r["frame"]], Detection(box=(r["x1"], r["y1"], r["x2"], r["y2"]),
                                            score=r["score"],
                                            landmarks=np.reshape(r["landmarks"], (5, 2))))

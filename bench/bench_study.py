@@ -135,7 +135,8 @@ def one_process(root: Path, cores: int) -> tuple[float, int]:
     from neopain.faces.qc import montage
     from neopain.core.samples import load_samples
     from neopain.features.strain import strain_signal
-    from neopain.faces.track import build_detector, params_from_config
+    from neopain.faces.detectors.registry import build_detector
+    from neopain.faces.trackparams import params_from_config
 
     cfg = yaml.safe_load((root / "config.yaml").read_text())
     samples = load_samples(str(root / "samples.tsv"), cfg["labels"], cfg["data_root"],

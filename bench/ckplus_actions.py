@@ -51,7 +51,8 @@ def clip_features(data: Path, rows: list[dict]):
     from neopain.features import actions as A
     from neopain.features.backbones import load_backbone
     from neopain.faces.crop import align, transform_points
-    from neopain.faces.detectors import FaceMeshRefiner, MTCNNDetector
+    from neopain.faces.detectors.facemesh import FaceMeshRefiner
+    from neopain.faces.detectors.mtcnn import MTCNNDetector
     from neopain.features.extract import Runner
 
     det = MTCNNDetector(max_side=None)
@@ -98,7 +99,7 @@ def loso_scores(X: np.ndarray, y: np.ndarray, subjects: np.ndarray,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from neopain.features.actions import PoseResidualizer
+    from neopain.learn.posecontrol import PoseResidualizer
 
     p = np.full(len(y), np.nan)
     for s in np.unique(subjects):

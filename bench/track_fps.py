@@ -48,6 +48,7 @@ def profile(video, det, ref, params, frames: int) -> dict:
     import functools
 
     import neopain.faces.track as T
+    from neopain.faces.geometry import Views
     from neopain.faces.track import track_video
     from neopain.faces.video import iter_frames
 
@@ -79,15 +80,15 @@ def profile(video, det, ref, params, frames: int) -> dict:
                 acc["decode (PyAV, rgb24)"] += time.perf_counter() - t
             yield fr
 
-    wrap(T._Views, "thumb", "downscale to max_side + cut thumbnail")
-    wrap(T._Views, "roi", "ROI warp")
+    wrap(Views, "thumb", "downscale to max_side + cut thumbnail")
+    wrap(Views, "roi", "ROI warp")
     for meth, key in (("detect_roi", "detector, ROI view"), ("detect", "detector, full view")):
         if hasattr(det, meth):
             wrap(det, meth, key)
     if ref is not None:
         wrap(ref, "refine", "face mesh (crop warp + network)")
-    wrap(T, "_smooth_rows", "One-Euro smoothing")
-    wrap(T, "_to_table", "Arrow table")
+    wrap(T, "smooth_rows", "One-Euro smoothing")
+    wrap(T, "rows_to_table", "Arrow table")
     t = time.perf_counter()
     _, qc = track_video(video, det, refiner=ref, params=params,
                         frames=decode(video, max_frames=frames))
@@ -148,7 +149,9 @@ def main() -> int:
     import yaml
 
     torch.set_num_threads(args.threads)
-    from neopain.faces.track import build_detector, params_from_config, track_video
+    from neopain.faces.detectors.registry import build_detector
+    from neopain.faces.trackparams import params_from_config
+    from neopain.faces.track import track_video
     from neopain.faces.video import iter_frames
 
     cfg0 = yaml.safe_load((REPO / "config.yaml").read_text())["track"]

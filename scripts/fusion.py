@@ -9,7 +9,7 @@ def main(sm):
     import pyarrow.parquet as pq
 
     from neopain.learn.fusion import FUSION_SCHEMA, fusion_scores, keyframe_strain
-    from neopain.features.strain import table_feature_names
+    from neopain.features.strainfeatures import table_feature_names
     from neopain.features.tables import feature_matrix
 
     p = sm.params

@@ -10,7 +10,7 @@ def main(sm):
     import pyarrow.parquet as pq
 
     from neopain.core.samples import load_samples
-    from neopain.features.strain import features_table, peak_params, video_features
+    from neopain.features.strainfeatures import features_table, peak_params, video_features
 
     p = sm.params
     peaks = peak_params(p.peaks)

@@ -16,8 +16,8 @@ def main(sm):
     def one(i):
         img = montage(pq.read_table(sm.params.crops[i]), pq.read_table(sm.params.tracks[i]),
                       json.loads(open(sm.params.qc[i]).read()),
-                      show_faces=faces_mode(cfg.get("show_faces", False)),
-                      n_tiles=int(cfg.get("montage_tiles", 16)),
+                      show_faces=faces_mode(cfg["show_faces"]),
+                      n_tiles=int(cfg["montage_tiles"]),
                       crop_size=int(sm.params.crop_size))
         write_png(img, sm.output.montages[i])
 

@@ -14,8 +14,8 @@ def main(sm):
     p = sm.params
     samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)
     rows = [json.loads(open(f).read()) for f in sm.params.qc]
-    montages = {str(m).rsplit("/", 1)[-1].removesuffix(".montage.png"): str(m)
-                for m in sm.params.montages}
+    # params qc and montages are both per video, in the same order
+    montages = {r["video_id"]: str(m) for r, m in zip(rows, sm.params.montages, strict=True)}
     table = summary_table(rows, samples, montages)
     prov = provenance.make_provenance(sm.rule, {}, {})
     provenance.write_table(table, sm.output.table, prov)

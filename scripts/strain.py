@@ -12,10 +12,10 @@ def main(sm):
 
     def one(i):
         crops, vid = sm.params.crops[i], sm.params.videos[i]["video_id"]
-        table = strain_signal(crops, flow=cfg.get("flow"), max_gap=cfg.get("max_gap", 1),
-                              split_x=cfg.get("split_x", 0.5), split_y=cfg.get("split_y", 0.5),
-                              margin=cfg.get("margin", 8), smooth=cfg.get("smooth", 4.0),
-                              reference=cfg.get("reference", "previous"))
+        table = strain_signal(crops, flow=cfg["flow"], max_gap=cfg["max_gap"],
+                              split_x=cfg["split_x"], split_y=cfg["split_y"],
+                              margin=cfg["margin"], smooth=cfg["smooth"],
+                              reference=cfg["reference"])
         status = signal_status(table)
         runtime.logging.getLogger("strain").info(
             "%s: %d crops, %d valid pairs%s", vid, status["n_crops"],

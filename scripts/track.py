@@ -21,22 +21,23 @@ class _Progress:
 
 
 def main(sm):
-    from neopain.faces.framepass import DEFAULT_MAX_BYTES, track_crop_keyframes
-    from neopain.faces.track import build_detector, params_from_config
+    from neopain.faces.framepass import track_crop_keyframes
+    from neopain.faces.detectors.registry import build_detector
+    from neopain.faces.trackparams import params_from_config
     from neopain.faces.video import source_sha256
 
     p = sm.params
     cfg, crop_cfg, kf_cfg = dict(p.track), dict(p.crop), dict(p.keyframes)
     detector, refiner = build_detector(cfg)     # once per shard: the start-up paid once
     track_params = params_from_config(cfg)
-    max_bytes = int(p.shards.get("keep_frames_mb", DEFAULT_MAX_BYTES >> 20)) << 20
+    max_bytes = int(p.shards["keep_frames_mb"]) << 20
 
     def one(i):
         video = p.videos[i]
         table, qc, crops, keyframes = track_crop_keyframes(
             video["path"], detector, refiner, track_params=track_params, crop_cfg=crop_cfg,
             keyframes_cfg=kf_cfg, fps_for_images=p.fps_for_images,
-            on_error=cfg.get("on_error", "record"), max_bytes=max_bytes, progress=_Progress())
+            on_error=cfg["on_error"], max_bytes=max_bytes, progress=_Progress())
         # provenance as the per-video rules track, crop and keyframes record it
         info = qc["detector"]
         sources = {f"video:{video['video_id']}": source_sha256(video["path"])}

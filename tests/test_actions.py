@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from neopain.features import actions as A
-from neopain.faces.detectors import FaceMeshRefiner, MTCNNDetector
+from neopain.faces.detectors.facemesh import FaceMeshRefiner
+from neopain.faces.detectors.mtcnn import MTCNNDetector
 from neopain.faces.mpmodels import MESH_FILE
 from neopain.faces.track import track_video
 from neopain.faces.video import Frame
+from neopain.learn.posecontrol import PoseResidualizer
 
 GEOMETRIC = tuple(A.DESCRIPTORS)
 
@@ -484,7 +486,7 @@ def test_pose_residualizer_removes_pose_fitted_on_training_rows_only():
                          0.5 * signal - 0.01 * pose[:, 2]])
     X = np.column_stack([d, pose])
     train = np.arange(n) < 300
-    r = A.PoseResidualizer().fit(X[train])
+    r = PoseResidualizer().fit(X[train])
     out = r.transform(X)
     assert out.shape == (n, 2)
     for j in range(2):   # pose explains nothing any more, the signal stays
@@ -494,4 +496,4 @@ def test_pose_residualizer_removes_pose_fitted_on_training_rows_only():
     # the test rows never reach the fit
     X2 = X.copy()
     X2[~train] = rng.normal(size=X2[~train].shape) * 100
-    assert np.allclose(A.PoseResidualizer().fit(X2[train]).coef_, r.coef_)
+    assert np.allclose(PoseResidualizer().fit(X2[train]).coef_, r.coef_)

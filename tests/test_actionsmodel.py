@@ -37,7 +37,9 @@ def study(repo, shared_data):
 def staged(study, shared_data):
     """Each sequence through track -> crop -> actions stage (as the workflow runs them)."""
     from neopain.faces.crop import crop_video
-    from neopain.faces.track import build_detector, params_from_config, track_video
+    from neopain.faces.detectors.registry import build_detector
+    from neopain.faces.trackparams import params_from_config
+    from neopain.faces.track import track_video
 
     det, ref = build_detector(study["track"])
     out = {}

@@ -185,7 +185,7 @@ def test_truncated_faststart_video_is_partial_and_croppable(videos, tmp_path):
     """WolfgangLanger_Pexels.mp4 (moov first) cut in half with head -c: the frames before
     the cut are read, frames_lost is counted, and crop stops at the last tracked frame."""
     from neopain.faces.crop import crop_video
-    from neopain.faces.track import TRACK_SCHEMA, qc_status
+    from neopain.faces.tracktable import TRACK_SCHEMA, qc_status
 
     cut = head_c(videos / "WolfgangLanger_Pexels.mp4", tmp_path / "half.mp4", 0.5)
     stamps = []
@@ -215,7 +215,8 @@ def test_truncated_faststart_video_is_partial_and_croppable(videos, tmp_path):
 def test_frame_folder_with_a_corrupt_image_is_partial(shared_data, tmp_path):
     pytest.importorskip("facenet_pytorch")
     from neopain.faces.crop import crop_video
-    from neopain.faces.track import MTCNNDetector, track_video
+    from neopain.faces.detectors.mtcnn import MTCNNDetector
+    from neopain.faces.track import track_video
 
     folder, n_files, bad = broken_folder(shared_data, tmp_path / "seq")
     table, qc = track_video(folder, MTCNNDetector(), on_error="record")

@@ -1,4 +1,4 @@
-"""BlazeFace backend (neopain.faces.blazeface): anchors and decoding against known answers
+"""BlazeFace backend (neopain.faces.detectors.blazeface): anchors and decoding against known answers
 (MediaPipe's graph options), real faces against MTCNN, the default tracker's config."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from neopain.faces.blazeface import (FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, decode, five_points,
+from neopain.faces.detectors.blazeface import (FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, decode, five_points,
                                ssd_anchors, weighted_nms)
 from neopain.faces.mpmodels import FILES
 
@@ -28,7 +28,7 @@ def blaze() -> BlazeFaceDetector:
 @pytest.fixture(scope="module")
 def mtcnn():
     pytest.importorskip("facenet_pytorch")
-    from neopain.faces.detectors import MTCNNDetector
+    from neopain.faces.detectors.mtcnn import MTCNNDetector
 
     return MTCNNDetector(max_side=None)
 
@@ -185,8 +185,9 @@ def test_weights_are_verified(tmp_path, blaze):
 def test_default_config_builds_blazeface_with_mesh_mouth_corners(videos, blaze):
     import yaml
 
-    from neopain.faces.detectors import mesh_to_five
-    from neopain.faces.track import build_detector, track_video
+    from neopain.faces.detectors.facemesh import mesh_to_five
+    from neopain.faces.detectors.registry import build_detector
+    from neopain.faces.track import track_video
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     det, ref = build_detector(cfg["track"])
@@ -208,7 +209,9 @@ def test_mesh_presence_check_rejects_a_drawn_face(videos, blaze):
     (track.min_mesh_score, BlazeFace default 0.5) rejects it: status no_face."""
     import yaml
 
-    from neopain.faces.track import build_detector, params_from_config, track_video
+    from neopain.faces.detectors.registry import build_detector
+    from neopain.faces.trackparams import params_from_config
+    from neopain.faces.track import track_video
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     det, ref = build_detector(cfg["track"])

@@ -32,7 +32,7 @@ def single_face(shared_data: Path) -> Path:
 @pytest.fixture(scope="module")
 def detector():
     pytest.importorskip("facenet_pytorch")
-    from neopain.faces.track import MTCNNDetector
+    from neopain.faces.detectors.mtcnn import MTCNNDetector
 
     return MTCNNDetector()
 

@@ -10,14 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neopain.faces.detectors import (
-    FaceMeshRefiner,
-    MediapipeDetector,
-    MediapipeUnavailable,
-    SCRFDDetector,
-    mesh_to_five,
-)
-from neopain.faces.track import build_detector, track_video
+from neopain.faces.detectors.facemesh import FaceMeshRefiner, mesh_to_five
+from neopain.faces.detectors.mediapipe_client import MediapipeDetector, MediapipeUnavailable
+from neopain.faces.detectors.scrfd import SCRFDDetector
+from neopain.faces.detectors.registry import build_detector
+from neopain.faces.track import track_video
 from neopain.faces.video import iter_frames
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +81,7 @@ def test_scrfd_tracks_the_rotated_infant(shared_models, videos):
 def test_facemesh_refiner_gives_468_points_near_mtcnn(shared_models, frame0):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("facenet_pytorch")
-    from neopain.faces.detectors import MTCNNDetector
+    from neopain.faces.detectors.mtcnn import MTCNNDetector
 
     mdir = shared_models / "facemesh"
     ref = FaceMeshRefiner(model_dir=mdir, sha256=_sha(mdir / "FaceMesh.onnx"))

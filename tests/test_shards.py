@@ -92,7 +92,7 @@ def test_track_crop_keyframes_library_path_does_not_import_torch():
     code = ("import sys\n"
             "import neopain.core.shards, neopain.faces.framepass, neopain.faces.track, neopain.faces.crop, "
             "neopain.faces.keyframes, neopain.core.provenance, neopain.core.runtime, neopain.faces.qc, "
-            "neopain.faces.video\n"
+            "neopain.faces.video, neopain.faces.detectors.registry, neopain.faces.trackparams\n"
             "print(sorted(m for m in ('torch', 'torchvision', 'facenet_pytorch') "
             "if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

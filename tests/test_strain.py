@@ -14,6 +14,7 @@ import pytest
 
 from _crops import crops_table
 from neopain.features import strain as st
+from neopain.features import strainfeatures as sf
 from neopain.core.provenance import make_provenance, write_table
 
 N = 224
@@ -111,7 +112,7 @@ def test_static_synthetic_sequence_is_near_zero():
     d = sig.to_pandas()
     assert len(d) == 4 and d["valid"].all()
     assert d[[f"strain_{r}" for r in st.REGIONS]].to_numpy().max() < 5e-4
-    f = st.video_features(sig)
+    f = sf.video_features(sig)
     assert f["reason"] == "" and f["face_n_peaks"] == 0 and f["face_signal_mean"] < 5e-4
 
 
@@ -176,23 +177,23 @@ def test_a_tracking_gap_makes_no_flow_across_it():
 def test_peaks_per_segment_of_a_known_signal():
     x = np.array([0.010, 0.030, 0.010, 0.011, 0.012, np.nan, 0.020, 0.008, 0.004])
     valid = ~np.isnan(x)
-    h = st.signal_peaks(x, valid, prominence=0.005, distance=1)
+    h = sf.signal_peaks(x, valid, prominence=0.005, distance=1)
     # segment 1: peak 0.030 (0.012 at its end rises only 0.002 above 0.010: not one);
     # segment 2 starts with its maximum 0.020: a peak thanks to the zero padding
     assert h.tolist() == pytest.approx([0.030, 0.020])
     sig = pd_signal(x)
-    f = st.video_features(sig, {"prominence": 0.005, "distance": 1},
+    f = sf.video_features(sig, {"prominence": 0.005, "distance": 1},
                           status={"n_crops": 10, "reason": ""})
     assert f["face_n_peaks"] == 2 and f["face_peak_max"] == pytest.approx(0.030)
     assert f["face_peak_mean"] == pytest.approx(0.025)
     assert f["face_peak_std"] == pytest.approx(0.005)
     assert f["face_signal_mean"] == pytest.approx(np.nanmean(x))
-    assert f["n_pairs"] == 8 and len([k for k in f if k in st.feature_names()]) == 25
+    assert f["n_pairs"] == 8 and len([k for k in f if k in sf.feature_names()]) == 25
     # a higher prominence keeps only the big one; distance merges close peaks
-    assert st.signal_peaks(x, valid, prominence=0.025, distance=1).tolist() == \
+    assert sf.signal_peaks(x, valid, prominence=0.025, distance=1).tolist() == \
         pytest.approx([0.030])
     with pytest.raises(ValueError, match="unknown peak parameter"):
-        st.video_features(sig, {"height": 1})
+        sf.video_features(sig, {"height": 1})
 
 
 def pd_signal(x):
@@ -210,10 +211,10 @@ def test_fewer_than_two_consecutive_ok_frames_give_nan_with_a_reason(n, frames, 
     t = _with_frames(crops_table(_moving(n)), frames) if n else crops_table([])
     sig = st.strain_signal(t)
     assert st.signal_status(sig)["reason"] == reason
-    f = st.video_features(sig)
+    f = sf.video_features(sig)
     assert f["reason"] == reason and f["n_crops"] == n and f["n_pairs"] == 0
-    assert all(np.isnan(f[k]) for k in st.feature_names())
-    row = st.features_table([{"video_id": "v", "subject_id": "s", "label": "pain", "y": 1,
+    assert all(np.isnan(f[k]) for k in sf.feature_names())
+    row = sf.features_table([{"video_id": "v", "subject_id": "s", "label": "pain", "y": 1,
                               **f}])
     assert row.column("reason").to_pylist() == [reason]
 
@@ -293,7 +294,8 @@ def ck_crops(shared_data):
     all 6 emotions, 10 subjects; ~20 s on 1 core)."""
     pytest.importorskip("facenet_pytorch")
     from neopain.faces.crop import crop_video
-    from neopain.faces.track import MTCNNDetector, track_video
+    from neopain.faces.detectors.mtcnn import MTCNNDetector
+    from neopain.faces.track import track_video
 
     det = MTCNNDetector()
     out = {}
@@ -339,7 +341,7 @@ def test_ckplus_frame_to_frame_strain_peaks_after_the_neutral_start(ck_crops):
         x = sig.column("strain_face").to_numpy()
         first, later, _ = _thirds(x)
         hit.append(later.max() > 1.5 * first.mean())
-        n_peaks.append(st.video_features(sig)["face_n_peaks"])
+        n_peaks.append(sf.video_features(sig)["face_n_peaks"])
     print(f"CK+ {len(hit)} sequences: later peak > 1.5 x neutral start in {sum(hit)}; "
           f"whole-face peaks per sequence: {np.bincount(np.array(n_peaks, int)).tolist()}")
     assert np.mean(hit) >= 0.65

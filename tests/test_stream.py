@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neopain.faces.detectors import Detection
+from neopain.faces.detectors.detection import Detection
 from neopain.deploy.stream import LookaheadSmoother
-from neopain.faces.track import TrackParams, _smooth_rows
+from neopain.faces.trackparams import TrackParams
+from neopain.faces.smoothing import smooth_rows as _smooth_rows
 
 
 def _rows(n=460, seed=0):

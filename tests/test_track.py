@@ -12,19 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from neopain.faces.track import (
-    DEFAULT_REACQUIRE_AFTER,
-    DETECTORS,
-    TRACK_SCHEMA,
-    Detection,
-    MTCNNDetector,
-    TrackParams,
-    associate,
-    make_detector,
-    orientation_of,
-    roll_degrees,
-    track_video,
-)
+from neopain.faces.trackparams import DEFAULT_REACQUIRE_AFTER, TrackParams
+from neopain.faces.detectors.registry import DETECTORS, make_detector
+from neopain.faces.tracktable import TRACK_SCHEMA
+from neopain.faces.detectors.detection import Detection
+from neopain.faces.detectors.mtcnn import MTCNNDetector
+from neopain.faces.subject import associate
+from neopain.faces.geometry import orientation_of, roll_degrees
+from neopain.faces.track import track_video
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +247,7 @@ def test_rules_acquire_follow_jump_occluded():
 
 def test_geometry_views_map_back_exactly():
     """A point drawn into a frame is found at the same original pixel through every view."""
-    from neopain.faces.track import _Views, _apply
+    from neopain.faces.geometry import Views as _Views, apply_affine as _apply
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (90, 160, 3), dtype=np.uint8)
@@ -275,7 +270,7 @@ def test_geometry_views_map_back_exactly():
 
 
 def test_one_euro_removes_jitter_without_lag():
-    from neopain.faces.track import one_euro
+    from neopain.faces.smoothing import one_euro
 
     rng = np.random.default_rng(0)
     t = np.arange(120) / 30.0

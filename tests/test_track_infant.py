@@ -13,7 +13,9 @@ import pyarrow as pa
 import pytest
 
 from neopain.faces.crop import align, crop_video, decode_jpeg, template, transform_points
-from neopain.faces.track import TRACK_SCHEMA, MTCNNDetector, track_video
+from neopain.faces.tracktable import TRACK_SCHEMA
+from neopain.faces.detectors.mtcnn import MTCNNDetector
+from neopain.faces.track import track_video
 from neopain.faces.video import Frame, iter_frames
 
 ROT = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
@@ -28,7 +30,7 @@ def detector() -> MTCNNDetector:
 @pytest.fixture(scope="module")
 def mesh_refiner():
     """The default 468-point mesh (LiteRT) when `make mesh-weights` has run, else None."""
-    from neopain.faces.detectors import FaceMeshRefiner
+    from neopain.faces.detectors.facemesh import FaceMeshRefiner
     from neopain.faces.mpmodels import MESH_FILE
 
     d = Path(__file__).resolve().parents[1] / "resources" / "weights"
@@ -122,7 +124,8 @@ def default_tracker():
     """config.yaml's tracker (BlazeFace + the 468-point mesh, issue 18)."""
     import yaml
 
-    from neopain.faces.track import build_detector, params_from_config
+    from neopain.faces.detectors.registry import build_detector
+    from neopain.faces.trackparams import params_from_config
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     try:

@@ -67,7 +67,8 @@ class FaceScorer:
         from neopain.features.backbones import load_backbone
         from neopain.features.weightfiles import WeightsError
         from neopain.features.extract import Runner, pick_device
-        from neopain.faces.track import build_detector, params_from_config
+        from neopain.faces.detectors.registry import build_detector
+        from neopain.faces.trackparams import params_from_config
 
         self.model = model
         self.opt = options

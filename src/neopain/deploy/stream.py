@@ -87,7 +87,7 @@ class LookaheadSmoother:
 
     # ------------------------------------------------------------------ internals
     def _add(self, pos: int, row: dict) -> None:
-        from neopain.faces.track import _one_euro_step
+        from neopain.faces.smoothing import one_euro_step as _one_euro_step
 
         x = np.asarray(row["det"].landmarks, np.float64).reshape(5, 2)
         t, s = float(row["timestamp"]), float(row["det"].size)
@@ -104,7 +104,7 @@ class LookaheadSmoother:
         self._fwd.append(fwd)
 
     def _emit_block(self, exact: bool) -> None:
-        from neopain.faces.track import _one_euro_pass
+        from neopain.faces.smoothing import one_euro_pass as _one_euro_pass
 
         lo = self._done
         hi = len(self._run) if exact else lo + self.block

@@ -63,7 +63,7 @@ class FrameTee:
 
 def _record_bad_images(qc: dict[str, Any], bad: list[str]) -> dict[str, Any]:
     """The QC record as ``track_video`` makes it when it skips unreadable images itself."""
-    from neopain.faces.track import qc_status
+    from neopain.faces.tracktable import qc_status
 
     if not bad:
         return qc
@@ -89,8 +89,8 @@ def track_crop_keyframes(path: str, detector, refiner, *, track_params, crop_cfg
                             fps_for_images=fps_for_images, on_error=on_error,
                             progress=progress, frames=tee)
     qc = _record_bad_images(qc, tee.bad_images)
-    crops = crop_video(path, table, size=crop_cfg.get("size", 224),
-                       jpeg_quality=crop_cfg.get("jpeg_quality", 95),
+    crops = crop_video(path, table, size=crop_cfg["size"],
+                       jpeg_quality=crop_cfg["jpeg_quality"],
                        fps_for_images=fps_for_images, frames=tee.kept)
     keyframes = select_keyframes(crops, **keyframes_cfg)
     return table, qc, crops, keyframes

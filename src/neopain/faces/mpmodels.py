@@ -10,7 +10,7 @@ run by ``ai-edge-litert`` (numpy 2), so no separate mediapipe interpreter is nee
 * ``face_landmark.tflite``: the 468-point face mesh (192x192 RGB in [0, 1] -> 468 x
   (x, y, z) crop pixels + a face-presence logit), used by the tracker's landmark refiner;
 * ``face_detection_short_range.tflite`` / ``face_detection_full_range_sparse.tflite``:
-  BlazeFace, the tracker's default detector (:mod:`neopain.faces.blazeface`).
+  BlazeFace, the tracker's default detector (:mod:`neopain.faces.detectors.blazeface`).
 
 Nothing is committed to the repository; ``make mesh-weights`` runs :func:`fetch`.
 """

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from neopain.learn.posecontrol import PoseResidualizer, pose_statistics  # noqa: F401 (re-export)
+from neopain.learn.posecontrol import pose_statistics
 from neopain.features.tables import fixed_size_list
 
 log = logging.getLogger(__name__)

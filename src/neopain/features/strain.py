@@ -47,20 +47,10 @@ authors' unpublished code):
    (:data:`SIGNAL_SCHEMA`), written as ``results/strain/{video}.parquet``.
    ``reference: first`` measures each crop against the first crop of its run
    instead (deformation since then, for short onset-to-apex clips).
-6. **Peaks and features** (:func:`video_features`, in ``gather_strain``): per
-   region, each run of valid pairs (a "segment"; gaps end segments) is padded
-   with one zero at both ends, so a maximum at the first or last pair can count,
-   and ``scipy.signal.find_peaks(x, prominence=peaks.prominence,
-   distance=peaks.distance)`` finds its peaks (``prominence`` 0.005 in strain
-   units, ``distance`` 3 pairs: 1 or 2 whole-face peaks per CK+ onset-to-apex
-   clip, whose neutral start sits at ~0.013). Per region five statistics:
-   ``n_peaks`` (count over all segments), ``peak_mean``, ``peak_max``,
-   ``peak_std`` (of the peak heights; 0 when no peak reaches the prominence)
-   and ``signal_mean`` (mean over all valid pairs): 5 regions x 5 = 25
-   features, named ``{region}_{stat}`` (:func:`feature_names`).
+   Per-video peak features of this signal: :mod:`neopain.features.strainfeatures`.
 
-A video with fewer than two crops, or without any valid pair, has NaN
-features and a ``reason`` (``no_crops``, ``one_crop``, ``no_consecutive_pairs``)
+A video with fewer than two crops, or without any valid pair, gets a signal table with
+a ``reason`` (``no_crops``, ``one_crop``, ``no_consecutive_pairs``) in its metadata
 instead of an error. A crop table that cannot be read, lacks a column or holds
 an undecodable JPEG raises :class:`StrainError` naming the file (and frame).
 
@@ -78,10 +68,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy.signal import find_peaks
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +78,9 @@ FLOW_DEFAULTS: dict[str, Any] = {"pyr_scale": 0.5, "levels": 3, "winsize": 25,
                                  "iterations": 3, "poly_n": 5, "poly_sigma": 1.2}
 #: Gaussian sigma (crop pixels) smoothing each flow component before differentiation
 SMOOTH_DEFAULT = 4.0
-PEAK_DEFAULTS: dict[str, Any] = {"prominence": 0.005, "distance": 3}
 REGIONS = ("face", "upper_left", "upper_right", "lower_left", "lower_right")
-STATS = ("n_peaks", "peak_mean", "peak_max", "peak_std", "signal_mean")
 REASONS = ("no_crops", "one_crop", "no_consecutive_pairs")
 STATUS_KEY = b"neopain.strain_status"
-NAMES_KEY = b"neopain.feature_names"
 
 SIGNAL_SCHEMA = pa.schema(
     [("frame", pa.int32()), ("prev_frame", pa.int32()), ("timestamp", pa.float64()),
@@ -319,87 +304,3 @@ def signal_status(table: pa.Table) -> dict[str, Any]:
     if STATUS_KEY not in meta:
         raise StrainError("strain signal table without neopain.strain_status metadata")
     return json.loads(meta[STATUS_KEY])
-
-
-# ----------------------------------------------------------------------------
-# peaks and per-video features
-# ----------------------------------------------------------------------------
-def feature_names() -> list[str]:
-    return [f"{r}_{s}" for r in REGIONS for s in STATS]
-
-
-def peak_params(peaks: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    out = dict(PEAK_DEFAULTS)
-    for k, v in dict(peaks or {}).items():
-        if k not in PEAK_DEFAULTS:
-            raise ValueError(f"unknown peak parameter {k!r}; known: {', '.join(PEAK_DEFAULTS)}")
-        out[k] = v
-    if float(out["prominence"]) < 0 or int(out["distance"]) < 1:
-        raise ValueError(f"peaks: prominence must be >= 0 and distance >= 1, got {out}")
-    return out
-
-
-def segments(valid: np.ndarray) -> list[tuple[int, int]]:
-    """``[start, end)`` index runs of True in ``valid``."""
-    v = np.r_[False, np.asarray(valid, bool), False]
-    d = np.diff(v.astype(np.int8))
-    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
-
-
-def signal_peaks(x: np.ndarray, valid: np.ndarray, prominence: float = 0.005,
-                 distance: int = 3) -> np.ndarray:
-    """Heights of the peaks of ``x`` over its valid segments (each zero-padded)."""
-    heights = []
-    for a, b in segments(valid):
-        seg = np.r_[0.0, np.asarray(x[a:b], np.float64), 0.0]
-        idx, _ = find_peaks(seg, prominence=float(prominence), distance=int(distance))
-        heights.append(seg[idx])
-    return np.concatenate(heights) if heights else np.zeros(0)
-
-
-def video_features(signal: pa.Table | pd.DataFrame, peaks: Mapping[str, Any] | None = None,
-                   status: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The per-video strain features (:func:`feature_names`) of one signal table, plus
-    ``n_crops``, ``n_pairs`` and ``reason``. NaN features when the reason is not ""."""
-    p = peak_params(peaks)
-    if status is None:
-        status = signal_status(signal) if isinstance(signal, pa.Table) else {}
-    df = signal.to_pandas() if isinstance(signal, pa.Table) else signal
-    valid = df["valid"].to_numpy(bool) if len(df) else np.zeros(0, bool)
-    n_pairs = int(valid.sum())
-    reason = status.get("reason") or ("" if n_pairs else "no_consecutive_pairs")
-    out: dict[str, Any] = {"n_crops": int(status.get("n_crops", len(df) + 1 if len(df) else 0)),
-                           "n_pairs": n_pairs, "reason": reason}
-    if reason:
-        out.update({n: float("nan") for n in feature_names()})
-        return out
-    for r in REGIONS:
-        x = df[f"strain_{r}"].to_numpy(np.float64)
-        h = signal_peaks(x, valid, p["prominence"], p["distance"])
-        out[f"{r}_n_peaks"] = float(h.size)
-        out[f"{r}_peak_mean"] = float(h.mean()) if h.size else 0.0
-        out[f"{r}_peak_max"] = float(h.max()) if h.size else 0.0
-        out[f"{r}_peak_std"] = float(h.std()) if h.size else 0.0
-        out[f"{r}_signal_mean"] = float(x[valid].mean())
-    return out
-
-
-def features_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Per-video strain features: ``video_id``, ``subject_id``, ``label``, ``y``,
-    ``n_crops``, ``n_pairs``, ``reason`` and one float64 column per feature (their
-    order in the schema metadata ``neopain.feature_names``)."""
-    names = feature_names()
-    schema = pa.schema(
-        [("video_id", pa.string()), ("subject_id", pa.string()), ("label", pa.string()),
-         ("y", pa.int8()), ("n_crops", pa.int32()), ("n_pairs", pa.int32()),
-         ("reason", pa.string())] + [(n, pa.float64()) for n in names],
-        metadata={NAMES_KEY: json.dumps(names).encode()})
-    cols = {f.name: [r[f.name] for r in rows] for f in schema}
-    return pa.Table.from_pydict(cols, schema=schema)
-
-
-def table_feature_names(table: pa.Table) -> list[str]:
-    meta = table.schema.metadata or {}
-    if NAMES_KEY not in meta:
-        raise StrainError("strain feature table without neopain.feature_names metadata")
-    return list(json.loads(meta[NAMES_KEY]))

@@ -27,13 +27,14 @@ was rejected (``low_score``/``occluded``) with the candidate; its own thresholds
 (``score_defaults``: 0.5 while tracking, 0.6 to start a track -- MediaPipe's) decide.
 
 Keypoints: BlazeFace gives the subject's right eye, left eye, nose tip, mouth centre and
-both ear tragions.  The tracker's five points (:mod:`neopain.faces.detectors`: image-left eye,
-image-right eye, nose, mouth corners) take the eyes and the nose as they are; BlazeFace
-has no mouth corners, so they are *approximated* here from its mouth centre, half the
-ArcFace template's mouth width (0.828 eye distances) to each side along the eye line.
+both ear tragions.  The tracker's five points (:mod:`neopain.faces.detectors.detection`:
+image-left eye, image-right eye, nose, mouth corners) take the eyes and the nose as they
+are; BlazeFace has no mouth corners, so they are *approximated* here from its mouth
+centre, half the ArcFace template's mouth width (0.828 eye distances) to each side along
+the eye line.
 With the face mesh (``track.landmarks: facemesh``, the default) the tracker replaces
 them by the mesh's mouth corners (points 61 and 291) on every accepted face
-(:class:`~neopain.faces.detectors.FaceMeshRefiner` ``mouth_from_mesh``).
+(:class:`~neopain.faces.detectors.facemesh.FaceMeshRefiner` ``mouth_from_mesh``).
 
 :meth:`BlazeFaceDetector.detect` runs the full-range model (whole-frame search);
 :meth:`BlazeFaceDetector.detect_roi` the short-range one (the tracker's upright
@@ -51,8 +52,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from neopain.faces.detectors import Detection, _check_rgb, _version
 from neopain.core.provenance import sha256_file
+from neopain.faces.detectors.detection import (Detection, check_rgb, default_weights_dir,
+                                               package_version)
 
 __all__ = ["BlazeFaceDetector", "ModelSpec", "SHORT_RANGE", "FULL_RANGE", "ssd_anchors",
            "decode", "weighted_nms", "five_points"]
@@ -257,10 +259,9 @@ class _Net:
 def _model_dir(model_dir) -> Path:
     if model_dir is not None:
         return Path(model_dir).expanduser()
-    for d in (Path("resources/weights"), Path(__file__).resolve().parents[2] / "resources"
-              / "weights"):
-        if (d / SHORT_RANGE.file).is_file():
-            return d
+    found = default_weights_dir(SHORT_RANGE.file)
+    if found is not None:
+        return found
     raise FileNotFoundError(
         f"blazeface: {SHORT_RANGE.file} is not in resources/weights; take the BlazeFace "
         "models from the pinned mediapipe wheel with `make mesh-weights` (or `python -m "
@@ -305,14 +306,14 @@ class BlazeFaceDetector:
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "package": "ai-edge-litert",
-                "version": _version("ai-edge-litert"), "weights": dict(self._weights),
+                "version": package_version("ai-edge-litert"), "weights": dict(self._weights),
                 "device": self.device,
                 "params": {"score_floor": self.score_floor, "threads": self.threads,
                            "mouth_corners": "approximated from the mouth centre (template "
                                             "width); mesh points 61/291 with facemesh"}}
 
     def _dets(self, net: _Net, rgb: np.ndarray) -> list[Detection]:
-        _check_rgb(rgb)
+        check_rgb(rgb)
         out = []
         for box, kp, score in net(rgb, self.score_floor):
             out.append(Detection(box=tuple(float(v) for v in box), score=score,

@@ -1,8 +1,8 @@
 """MediaPipe 0.10.21 face detection + face mesh as a worker process.
 
-Run by :class:`neopain.faces.detectors.MediapipeDetector` with the interpreter of the
-mediapipe environment (``.venv-mediapipe``, ``envs/mediapipe.yaml``): it imports
-only mediapipe, numpy and the standard library, never neopain.
+Run by :class:`neopain.faces.detectors.mediapipe_client.MediapipeDetector` with the
+interpreter of the mediapipe environment (``.venv-mediapipe``, ``envs/mediapipe.yaml``): it
+imports only mediapipe, numpy and the standard library, never neopain.
 
 Protocol: argv[1] is a JSON object of parameters.  The worker prints one JSON line
 ``{"version", "weights": {file: sha256}}`` (or ``{"error"}``), then for every frame
@@ -21,7 +21,7 @@ BlazeFace's keypoints when the mesh finds nothing (mouth corners then placed
 import os
 import sys
 
-# This file sits beside neopain's own modules (select.py, ...): drop its folder from
+# This file sits beside neopain's own modules (onnx_session.py, ...): drop its folder from
 # sys.path so that they cannot shadow the standard library in the worker.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
