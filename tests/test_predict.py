@@ -144,7 +144,7 @@ def test_predict_infant_full_video_and_a_video_without_a_face(model, videos, tmp
     assert rc == 0, captured.err
     fr, ep, s = _check_outputs(out, "infant_000056")
     assert len(fr) == 300 and fr["frame"].tolist() == list(range(300))
-    assert fr["ok"].sum() >= 285                  # README: 298/300 tracked
+    assert fr["ok"].sum() >= 285                  # docs/tracking.md: 298/300 tracked
     assert s["status"] == "ok" and s["n_ok"] == int(fr["ok"].sum())
     assert len(ep) == 1 and ep["end"].iloc[0] == pytest.approx(10.0, abs=0.05)
     assert ep["status"].iloc[0] in ("pain", "no_pain")

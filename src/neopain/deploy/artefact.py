@@ -21,7 +21,7 @@ times, sorted names) holding
   the code version, package versions and the configuration hash;
 * ``weights/<file>`` -- only with ``embed_weights``: the backbone's weights file.
   Otherwise the weights are referenced by file name and sha256 and looked up as the
-  pipeline does (``neopain.features.backbones``); the file found must have that sha256.
+  pipeline does (``neopain.features.weightfiles``); the file found must have that sha256.
 
 :func:`read_artefact` verifies the format and version first, then every member's sha256
 against the manifest (and the manifest against ``manifest.sha256``), refuses unlisted

@@ -1,6 +1,6 @@
 """Keyframe selection: drop near-duplicate aligned face crops.
 
-Rule (deterministic, documented in the README):
+Rule (deterministic, documented in docs/tracking.md):
 
 1. Each aligned crop is reduced to a grey ``thumb_size`` x ``thumb_size``
    thumbnail (area interpolation), values in [0, 1]; its five landmarks in crop
