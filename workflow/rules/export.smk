@@ -16,6 +16,24 @@ try:
     PREDICT_BASELINES = _predict_baselines(_PREDICT)
 except ValueError as _exc:
     raise WorkflowError(f"predict.videos: {_exc}") from None
+
+
+def _export_keys(export_cfg):
+    """The labels of the export rule's features, scores and splits, parallel to
+    EXPORT_INPUTS' lists (scripts/export.py picks its inputs by these keys)."""
+    named = export_cfg.get("configuration", "nested")
+    if named == "nested":
+        return {"features": [], "scores": [], "splits": []}
+    tables, protocols, selectors = LAYER_TARGETS, PROTOCOLS, SELECTORS
+    if named != "best" and named is not None:
+        tables = [(named["backbone"], named["layer"])]
+        protocols, selectors = [named["protocol"]], [named["selector"]]
+    return {"features": [[b, layer] for b, layer in tables],
+            "scores": [[b, layer, p, s] for b, layer in tables for p in protocols
+                       for s in selectors],
+            "splits": list(protocols)}
+
+
 PREDICT_SUFFIXES = {
     "frames": "frames.parquet",
     "frames_csv": "frames.csv",
@@ -82,6 +100,7 @@ rule export:
         },
         nested_tables=NESTED_TABLES,
         nested_protocols=NESTED_PROTOCOLS if NESTED_ON else [],
+        input_keys=_export_keys(_EXPORT),
     threads: 2
     log:
         "logs/export.log",

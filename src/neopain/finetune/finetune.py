@@ -985,12 +985,14 @@ def load_finetuned(path: str | os.PathLike, backbone_cfg: Mapping[str, Any] | No
 # scores and a whole job
 # ----------------------------------------------------------------------------------------
 def scores_frame(probs: np.ndarray, test: ImageSet, protocol: str, fold: int, method: str,
-                 feature_dim: int, params: Mapping[str, Any]) -> pd.DataFrame:
+                 feature_dim: int, params: Mapping[str, Any], backbone: str = "",
+                 layer: str = "") -> pd.DataFrame:
     """Per-frame test scores in :data:`neopain.learn.classify.SCORE_SCHEMA` (selector
     ``none``, k = the head's input dimension, classifier = ``method``)."""
     n = len(test)
     score = probs[:, 1] if probs.shape[1] > 1 else np.zeros(n)
     return pd.DataFrame({
+        "backbone": [backbone] * n, "layer": [layer] * n,
         "protocol": [protocol] * n, "fold": np.full(n, fold, np.int32),
         "selector": ["none"] * n, "k": np.full(n, feature_dim, np.int32),
         "classifier": [method] * n, "video_id": test.video_id.astype(str),
@@ -1113,7 +1115,8 @@ def target_job(*, rule: str, method: str, samples_path, labels: Sequence[str],
     params = {"unfreeze": cfg["unfreeze"], "best_epoch": res.best_epoch,
               "epochs_run": res.epochs_run, "validation": res.validation,
               "input_size": net.input_size, "checkpoint_sha256": rec["sha256"]}
-    scores = scores_frame(probs, fd.test, protocol, int(fold), method, net.feature_dim, params)
+    scores = scores_frame(probs, fd.test, protocol, int(fold), method, net.feature_dim, params,
+                          backbone, layer)
     if not len(scores):
         lg.warning("%s %s fold %s: no test keyframes; empty score table", method, protocol,
                    fold)
@@ -1184,7 +1187,8 @@ def comparison_table(scores: Mapping[str, pd.DataFrame], aggregation: str = "mea
     Two-sided DeLong p-values of each method against ``frozen`` and (cascade) against
     ``finetune`` on the same pooled test rows, at frame and video level."""
     from neopain.learn.clustered import clustered_delong
-    from neopain.learn.evaluate import metrics_table, table5, video_level
+    from neopain.learn.evaluate import (config_label, config_rows, metrics_table, table5,
+                                        video_level)
 
     rows, chosen = [], {}
     for method in COMPARE_METHODS:
@@ -1195,15 +1199,13 @@ def comparison_table(scores: Mapping[str, pd.DataFrame], aggregation: str = "mea
         t5 = table5(metrics_table(sc, aggregation, quantile, n_boot, seed, level),
                     allow_constant=method != "frozen")
         for _, r in t5.iterrows():
-            sel, k = r["selector"].rstrip(")").split("(")
-            part = sc[(sc.backbone == r["backbone"]) & (sc.layer == r["layer"])
-                      & (sc.protocol == r["protocol"]) & (sc.selector == sel)
-                      & (sc.k == int(k)) & (sc.classifier == r["classifier"])]
+            part, k = config_rows(sc, r), r["k"]
             key = (r["backbone"], r["layer"], r["protocol"])
             chosen[key + (method,)] = {"frame": part,
                                        "video": video_level(part, aggregation, quantile)}
             row = {**{g: r[g] for g in GROUP}, "method": method,
-                   "configuration": (f"{r['selector']} {r['classifier']}" if method == "frozen"
+                   "configuration": (f"{config_label(r['selector'], k)} {r['classifier']}"
+                                     if method == "frozen"
                                      else f"{method} ({int(k)} features)")}
             row.update({c: r[c] for c in t5.columns if c.startswith(("frame_", "video_"))})
             row.update({c: r[c] for c in ("n_frames", "n_videos", "n_subjects")})

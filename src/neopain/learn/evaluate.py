@@ -57,19 +57,20 @@ TABLE_METRICS = ("accuracy", "auc", "balanced_accuracy", "sensitivity", "specifi
 # point metrics
 # ----------------------------------------------------------------------------
 def read_score_files(paths) -> tuple[pd.DataFrame, list[dict]]:
-    """Score files ``.../{backbone}/{layer}/{protocol}/{selector}.parquet`` (``scores``
-    or ``fusion``) as one frame with ``backbone`` and ``layer`` columns taken from the
-    path, and each file's provenance (for the evaluation's upstream record)."""
+    """Score tables (``scores`` or ``fusion``: :data:`neopain.learn.classify.SCORE_SCHEMA`,
+    labelled by their own ``backbone`` and ``layer`` columns) as one frame, and each
+    file's provenance (for the evaluation's upstream record)."""
     import pyarrow.parquet as pq
 
     from neopain.core.provenance import read_provenance
 
     frames, ups = [], []
     for f in paths:
-        parts = str(f).split("/")
         df = pq.read_table(f).to_pandas()
-        df.insert(0, "layer", parts[-3])
-        df.insert(0, "backbone", parts[-4])
+        missing = [c for c in ("backbone", "layer") if c not in df.columns]
+        if missing:
+            raise ValueError(f"{f}: score table without the label column(s) {missing} "
+                             "(written before tables labelled themselves): rerun its rule")
         frames.append(df)
         ups.append(read_provenance(f))
     return pd.concat(frames, ignore_index=True), ups
@@ -310,7 +311,7 @@ def _best_table(metrics: pd.DataFrame, choose_level: str, groups: list[str],
         o = idx.loc[key] if key in idx.index else None
         levels = {choose_level: r, other: o}
         row = {g: r[g] for g in groups}
-        row["selector"] = f"{r['selector']}({int(r['k'])})"
+        row["selector"], row["k"] = r["selector"], int(r["k"])
         row["classifier"] = r["classifier"]
         for lv in ("frame", "video"):
             src = levels[lv]
@@ -327,7 +328,7 @@ def _best_table(metrics: pd.DataFrame, choose_level: str, groups: list[str],
         o_const = bool(o["constant"]) if o is not None and "constant" in o.index else False
         row[f"{other}_constant"] = o_const   # the chosen level is never constant
         rows.append(row)
-    cols = (groups + ["selector", "classifier"]
+    cols = (groups + ["selector", "k", "classifier"]
             + [f"{lv}_{m}{s}" for lv in ("frame", "video") for m in TABLE_METRICS
                for s in ("", "_lo", "_hi")]
             + ["n_frames", "n_videos", "n_subjects", f"{other}_constant"])
@@ -401,8 +402,8 @@ def delong_table(scores: pd.DataFrame, metrics: pd.DataFrame, aggregation: str =
             t = clustered_delong(j["y_a"].to_numpy(), j["score_a"].to_numpy(),
                                  j["score_b"].to_numpy(), j["subject_id"].to_numpy())
             rows.append({**sel, "level": lv,
-                         "config_a": f"{a}({int(ra['k'])}) {ra['classifier']}",
-                         "config_b": f"{b}({int(rb['k'])}) {rb['classifier']}",
+                         "config_a": f"{config_label(a, ra['k'])} {ra['classifier']}",
+                         "config_b": f"{config_label(b, rb['k'])} {rb['classifier']}",
                          "n": len(j), **t})
     cols = groups + ["level", "config_a", "config_b", "n", "n_subjects", "auc_a", "auc_b",
                      "diff", "se", "z", "p"]
@@ -456,8 +457,8 @@ def table_roc_curves(scores: pd.DataFrame, table: pd.DataFrame, aggregation: str
         part = scores[(scores.backbone == row["backbone"]) & (scores.layer == row["layer"])
                       & (scores.protocol == row["protocol"])]
         label, *rest = roc_curves_for(part, row, aggregation, quantile)[1]
-        name = f"{row['backbone']} {row['layer']} ({row['protocol']}), {row['selector']} " \
-               f"{row['classifier']}"
+        name = f"{row['backbone']} {row['layer']} ({row['protocol']}), " \
+               f"{config_label(row['selector'], row['k'])} {row['classifier']}"
         out.append((f"{name}: {label}", *rest))
     return out
 
@@ -466,8 +467,7 @@ def roc_curves_for(scores: pd.DataFrame, best_row: pd.Series, aggregation: str =
                    quantile: float = 0.9) -> list[tuple]:
     """Frame- and video-level ROC data (label, y, score, subjects) of one Table 5 row's
     configuration; the label names the unit, n, positives, AUC and its CI."""
-    sel_name, k = best_row["selector"].rstrip(")").split("(")
-    part = scores[(scores.selector == sel_name) & (scores.k == int(k))
+    part = scores[(scores.selector == best_row["selector"]) & (scores.k == int(best_row["k"]))
                   & (scores.classifier == best_row["classifier"])]
     out = []
     for lv, df in (("frame", part), ("video", video_level(part, aggregation, quantile))):
@@ -499,13 +499,14 @@ def per_subject(scores: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for _, r in best.iterrows():
-        part = _config_rows(scores, r)
+        part = config_rows(scores, r)
         videos = part.groupby(["subject_id", "y", "video_id"], sort=True)["pred"].mean()
         video_ok = ((videos >= 0.5).astype(int) == videos.index.get_level_values("y"))
         for (subj, y), g in part.groupby(["subject_id", "y"], sort=True):
             rows.append({
                 "backbone": r["backbone"], "layer": r["layer"], "protocol": r["protocol"],
-                "configuration": f"{r['selector']} {r['classifier']}", "subject_id": subj,
+                "configuration": f"{config_label(r['selector'], r['k'])} {r['classifier']}",
+                "subject_id": subj,
                 "y": int(y), "n_videos": int(g["video_id"].nunique()), "n_frames": int(len(g)),
                 "mean_score": float(g["score"].mean()),
                 "frame_accuracy": float((g["pred"] == g["y"]).mean()),
@@ -516,12 +517,29 @@ def per_subject(scores: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _config_rows(scores: pd.DataFrame, r: pd.Series) -> pd.DataFrame:
-    """The test rows of one Table 5 row's configuration."""
-    sel_name, k = r["selector"].rstrip(")").split("(")
-    return scores[(scores.backbone == r["backbone"]) & (scores.layer == r["layer"])
-                  & (scores.protocol == r["protocol"]) & (scores.selector == sel_name)
-                  & (scores.k == int(k)) & (scores.classifier == r["classifier"])]
+def config_rows(scores: pd.DataFrame, r: pd.Series, keys=CONFIG) -> pd.DataFrame:
+    """The score rows of one table row's configuration (equal in every column of ``keys``
+    the row has: Tables 5-7 carry backbone, layer, protocol, selector, k, classifier)."""
+    mask = np.ones(len(scores), bool)
+    for c in keys:
+        if c in r.index:
+            mask &= (scores[c] == r[c]).to_numpy()
+    return scores[mask]
+
+
+def config_label(selector, k) -> str:
+    """A configuration's selector as the tables show it: ``relieff(15)``."""
+    return f"{selector}({int(k)})"
+
+
+def with_selector_label(table: pd.DataFrame) -> pd.DataFrame:
+    """A Table 5/6/7 for display: ``selector`` and ``k`` shown as one column,
+    ``relieff(15)`` (the Parquet tables keep them apart)."""
+    if "k" not in table.columns:
+        return table
+    out = table.drop(columns="k")
+    out["selector"] = [config_label(s, k) for s, k in zip(table["selector"], table["k"])]
+    return out
 
 
 def per_video(scores: pd.DataFrame, best: pd.DataFrame, aggregation: str = "mean",
@@ -530,13 +548,13 @@ def per_video(scores: pd.DataFrame, best: pd.DataFrame, aggregation: str = "mean
     aggregated score, predicted class (majority vote), correct, keyframes, fold."""
     frames = []
     for _, r in best.iterrows():
-        part = _config_rows(scores, r)
+        part = config_rows(scores, r)
         if part.empty:
             continue
         v = video_level(part, aggregation, quantile)
         n = part.groupby("video_id").size()
         v["n_frames"] = v["video_id"].map(n).astype(int)
-        v["configuration"] = f"{r['selector']} {r['classifier']}"
+        v["configuration"] = f"{config_label(r['selector'], r['k'])} {r['classifier']}"
         frames.append(v)
     cols = ["backbone", "layer", "protocol", "configuration", "fold", "video_id",
             "subject_id", "y", "score", "pred", "correct", "n_frames"]

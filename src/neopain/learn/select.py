@@ -93,7 +93,7 @@ from sklearn.feature_selection import SelectorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from neopain.learn.split import fold_subjects
+from neopain.learn.split import iter_folds
 from neopain.features.tables import feature_matrix
 
 log = logging.getLogger(__name__)
@@ -893,9 +893,7 @@ def rank_folds_array(X: np.ndarray, subjects: np.ndarray, y: np.ndarray,
     y = np.asarray(y)
     rows = []
     protocol = split["protocol"].iloc[0]
-    for fold in sorted(split["fold"].unique()):
-        train_s, _ = fold_subjects(split, fold)
-        tr = np.isin(subjects, list(train_s))
+    for fold, tr, _ in iter_folds(split, subjects):
         if tr.sum() < 2 or len(np.unique(y[tr])) < 2:
             log.warning("protocol %s fold %s: training rows hold %d row(s) and %d class(es); "
                         "selector not fitted, fold skipped", protocol, fold, tr.sum(),
