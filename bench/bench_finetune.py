@@ -237,7 +237,10 @@ def main(argv=None) -> int:
 
     from neopain.finetune import finetune as ft
     from neopain.learn.classify import cross_validate
-    from neopain.learn.evaluate import delong_test, metrics_table, table5, to_markdown, with_ci_columns
+    from neopain.learn.delong import delong_test
+    from neopain.learn.evaluate import table5
+    from neopain.learn.metrics import metrics_table
+    from neopain.report.markdown import to_markdown, with_ci_columns
     from neopain.learn.split import make_split
 
     import ckplus48_task as task

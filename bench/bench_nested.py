@@ -124,7 +124,7 @@ def _split(meta, kind):
 
 
 def _with_ci(y, pred, score, subj, n_boot):
-    from neopain.learn.evaluate import binary_metrics, bootstrap_ci
+    from neopain.learn.metrics import binary_metrics, bootstrap_ci
 
     auc = binary_metrics(y, pred, score)["auc"]
     lo, hi = bootstrap_ci(y, pred, score, subj, n_boot, 0, 0.95, metrics=("auc",))["auc"]
@@ -136,7 +136,7 @@ def run_task(name, meta, X, kind, n_boot) -> tuple[list[dict], list[dict]]:
     from neopain.learn.baseline import subject_baseline
     from neopain.learn.classify import cross_validate
     from neopain.learn.clustered import clustered_delong
-    from neopain.learn.evaluate import metrics_table, video_level
+    from neopain.learn.metrics import metrics_table, video_level
 
     split = _split(meta, kind)
     rows, tests, video_scores = [], [], {}

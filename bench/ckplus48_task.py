@@ -73,7 +73,7 @@ def mobilenet_features(data: Path, meta: pd.DataFrame, batch: int = 64) -> np.nd
 def run(data: Path, n_boot: int = 1000, seed: int = 0, X: np.ndarray | None = None):
     """(metrics, best table, timings) of the whole task."""
     from neopain.learn.classify import cross_validate
-    from neopain.learn.evaluate import metrics_table
+    from neopain.learn.metrics import metrics_table
     from neopain.learn.split import make_split
 
     meta = load_meta(data)
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "ckplus48")
     ap.add_argument("--n-boot", type=int, default=1000)
     a = ap.parse_args(argv)
-    from neopain.learn.evaluate import to_markdown, with_ci_columns
+    from neopain.report.markdown import to_markdown, with_ci_columns
 
     metrics, best, timings, _ = run(a.data, a.n_boot)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,12 @@ def main(sm):
     import pyarrow as pa
 
     from neopain.learn.chance import chance_table, with_chance_rows
-    from neopain.learn.evaluate import (constant_only, delong_table, metrics_table, per_subject,
-                                  per_video, plot_roc, read_score_files, roc_curves_for,
-                                  table5, table6, table_roc_curves, to_markdown,
-                                  with_ci_columns, with_selector_label)
+    from neopain.learn.breakdown import per_subject, per_video
+    from neopain.learn.evaluate import (constant_only, delong_table, table5, table6,
+                                        with_selector_label)
+    from neopain.learn.metrics import metrics_table, read_score_files
+    from neopain.learn.roc import plot_roc, roc_curves_for, table_roc_curves
+    from neopain.report.markdown import to_markdown, with_ci_columns
 
     p = sm.params
     scores, ups = read_score_files(sm.input)

@@ -19,7 +19,7 @@ def main(sm):
     import numpy as np
     import pyarrow as pa
 
-    from neopain.learn.evaluate import to_markdown, with_ci_columns
+    from neopain.report.markdown import to_markdown, with_ci_columns
     from neopain.finetune.finetune import comparison_table
 
     p = sm.params

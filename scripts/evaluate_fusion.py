@@ -7,8 +7,9 @@ from neopain.core import runtime
 def main(sm):
     import pyarrow as pa
 
-    from neopain.learn.evaluate import (metrics_table, read_score_files, to_markdown,
-                                        with_ci_columns, with_selector_label)
+    from neopain.learn.evaluate import with_selector_label
+    from neopain.learn.metrics import metrics_table, read_score_files
+    from neopain.report.markdown import to_markdown, with_ci_columns
     from neopain.learn.fusion import table7
 
     p = sm.params

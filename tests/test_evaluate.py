@@ -5,8 +5,9 @@ from sklearn.metrics import roc_auc_score
 import pandas as pd
 import pytest
 
-from neopain.learn.evaluate import (binary_metrics, metrics_table, table5, to_markdown, video_level,
-                                    with_selector_label)
+from neopain.learn.evaluate import table5, with_selector_label
+from neopain.learn.metrics import binary_metrics, metrics_table, video_level
+from neopain.report.markdown import to_markdown
 
 
 def test_binary_metrics_known_values():
@@ -60,8 +61,11 @@ def test_metrics_and_table5():
 # ----------------------------------------------------------------------------
 # video aggregation, bootstrap CIs, DeLong, tables, figures
 # ----------------------------------------------------------------------------
-from neopain.learn.evaluate import (bootstrap_ci, bootstrap_replicates, delong_table,  # noqa: E402
-                              delong_test, plot_roc, table6, table7, with_ci_columns)
+from neopain.learn.delong import delong_test  # noqa: E402
+from neopain.learn.evaluate import delong_table, table6, table7  # noqa: E402
+from neopain.learn.metrics import bootstrap_ci, bootstrap_replicates  # noqa: E402
+from neopain.learn.roc import plot_roc  # noqa: E402
+from neopain.report.markdown import with_ci_columns  # noqa: E402
 
 
 def test_video_level_top_quantile():
@@ -239,7 +243,7 @@ def test_roc_figure_is_written(tmp_path):
 
 
 def test_per_subject_results_of_the_table5_choice():
-    from neopain.learn.evaluate import per_subject
+    from neopain.learn.breakdown import per_subject
 
     scores = _scores()
     t5 = table5(metrics_table(scores, n_boot=0) if "n_boot" in
@@ -257,7 +261,7 @@ def test_per_subject_results_of_the_table5_choice():
 def test_nan_scores_of_an_unfitted_model_give_undefined_auc_not_an_error():
     import numpy as np
 
-    from neopain.learn.evaluate import binary_metrics, bootstrap_ci
+    from neopain.learn.metrics import binary_metrics, bootstrap_ci
 
     y = np.array([0, 1, 0, 1])
     score = np.array([np.nan, np.nan, np.nan, np.nan])
@@ -273,7 +277,7 @@ def test_score_tables_label_themselves_not_their_paths(tmp_path):
     import pyarrow as pa
 
     from neopain.core.provenance import make_provenance, write_table
-    from neopain.learn.evaluate import read_score_files
+    from neopain.learn.metrics import read_score_files
 
     prov = make_provenance("classify", {})
     f = tmp_path / "not" / "the" / "layout.parquet"

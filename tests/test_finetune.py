@@ -280,7 +280,7 @@ def _sidecar(work: Path, rel: str) -> dict:
 @pytest.mark.slow
 def test_outputs_schemas_provenance_and_loss(ft_run):
     from neopain.learn.classify import SCORE_SCHEMA
-    from neopain.learn.evaluate import metrics_table
+    from neopain.learn.metrics import metrics_table
 
     work, cfg, elapsed = ft_run
     print(f"tiny fine-tuning DAG: {elapsed:.0f} s")

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import _tiny
-from neopain.learn.evaluate import metrics_table
+from neopain.learn.metrics import metrics_table
 from neopain.learn.fusion import (FEATURE_SETS, FUSION_SCHEMA, fusion_scores, impute_from_training,
                             keyframe_strain, rank_strain, table7)
 from neopain.learn.split import make_split

@@ -1187,8 +1187,8 @@ def comparison_table(scores: Mapping[str, pd.DataFrame], aggregation: str = "mea
     Two-sided DeLong p-values of each method against ``frozen`` and (cascade) against
     ``finetune`` on the same pooled test rows, at frame and video level."""
     from neopain.learn.clustered import clustered_delong
-    from neopain.learn.evaluate import (config_label, config_rows, metrics_table, table5,
-                                        video_level)
+    from neopain.learn.evaluate import config_label, config_rows, table5
+    from neopain.learn.metrics import metrics_table, video_level
 
     rows, chosen = [], {}
     for method in COMPARE_METHODS:
