@@ -23,12 +23,18 @@ only, never in ``src/`` or ``scripts/``. ``--set key=value`` (dotted key,
 YAML value) overrides both sides' configuration, e.g. to hold the tracker fixed while
 comparing a change elsewhere. A ``--base``/``--head`` that is not a directory is a git
 revision of this repository, checked out into a temporary worktree.
+
+Each side's rule scripts import that side's ``src/`` (``PYTHONPATH`` is set per side:
+an installed or inherited ``neopain`` would otherwise run the same code on both sides),
+and both read the face-mesh weights of this checkout's ``resources/weights`` (``make
+mesh-weights``; a git worktree of a revision has none), linked into each work directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -72,11 +78,16 @@ def run_side(tree: Path, work: Path, overrides: list[str]) -> float:
     for o in overrides:
         _set(cfg, o)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    weights = REPO / "resources" / "weights"
+    if weights.is_dir():    # the workdir's resources/weights is searched first
+        (work / "resources").mkdir()
+        (work / "resources" / "weights").symlink_to(weights)
+    path = os.pathsep.join(p for p in (str(tree / "src"), os.environ.get("PYTHONPATH")) if p)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile",
                            str(tree / "Snakefile"), "--directory", str(work), "--configfile",
                            str(work / "config.yaml"), "--cores", "2"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
     if proc.returncode:
         sys.exit(f"{tree}: the run failed\n{proc.stderr[-6000:]}")
     return time.perf_counter() - t0
