@@ -122,9 +122,8 @@ def _joined_selector(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame | None:
     if not ({"selector", "k"} <= set(b.columns) and "selector" in a.columns
             and "k" not in a.columns and len(a) == len(b)):
         return None
-    old = a["selector"].dropna()
-    if not len(old) or not old.map(lambda v: isinstance(v, str)
-                                   and bool(_PACKED.match(v))).all():
+    old = a["selector"].dropna()   # an empty table has nothing to parse: joined as well
+    if not old.map(lambda v: isinstance(v, str) and bool(_PACKED.match(v))).all():
         return None
     out = b.drop(columns="k")
     out["selector"] = [s if pd.isna(k) else f"{s}({int(k)})"
