@@ -17,23 +17,19 @@ try:
 except ValueError as _exc:
     raise WorkflowError(f"predict.videos: {_exc}") from None
 
-
-def _export_keys(export_cfg):
-    """The labels of the export rule's features, scores and splits, parallel to
-    EXPORT_INPUTS' lists (scripts/export.py picks its inputs by these keys)."""
-    named = export_cfg.get("configuration", "nested")
-    if named == "nested":
-        return {"features": [], "scores": [], "splits": []}
-    tables, protocols, selectors = LAYER_TARGETS, PROTOCOLS, SELECTORS
-    if named != "best" and named is not None:
-        tables = [(named["backbone"], named["layer"])]
-        protocols, selectors = [named["protocol"]], [named["selector"]]
-    return {"features": [[b, layer] for b, layer in tables],
-            "scores": [[b, layer, p, s] for b, layer in tables for p in protocols
-                       for s in selectors],
-            "splits": list(protocols)}
-
-
+# the labels of the export rule's features, scores and splits, parallel to EXPORT_INPUTS'
+# lists: scripts/export.py picks its inputs by these keys, never by their paths
+_NAMED = _EXPORT.get("configuration", "nested")
+_KEYED = (
+    ([], [], []) if _NAMED == "nested"
+    else (LAYER_TARGETS, PROTOCOLS, SELECTORS) if _NAMED in (None, "best")
+    else ([(_NAMED["backbone"], _NAMED["layer"])], [_NAMED["protocol"]], [_NAMED["selector"]])
+)
+EXPORT_KEYS = {
+    "features": [[b, layer] for b, layer in _KEYED[0]],
+    "scores": [[b, layer, p, s] for b, layer in _KEYED[0] for p in _KEYED[1] for s in _KEYED[2]],
+    "splits": list(_KEYED[1]),
+}
 PREDICT_SUFFIXES = {
     "frames": "frames.parquet",
     "frames_csv": "frames.csv",
@@ -100,7 +96,7 @@ rule export:
         },
         nested_tables=NESTED_TABLES,
         nested_protocols=NESTED_PROTOCOLS if NESTED_ON else [],
-        input_keys=_export_keys(_EXPORT),
+        input_keys=EXPORT_KEYS,
     threads: 2
     log:
         "logs/export.log",
