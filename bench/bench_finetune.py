@@ -289,9 +289,7 @@ def main(argv=None) -> int:
     tuned = pd.concat(tuned, ignore_index=True)
 
     def table(sc, name):
-        sc = sc.copy()
-        sc.insert(0, "layer", a.layer)
-        sc.insert(0, "backbone", a.backbone)
+        sc = sc.assign(backbone=a.backbone, layer=a.layer)   # the frozen and tuned rows' labels
         t = table5(metrics_table(sc, "mean", n_boot=a.n_boot, seed=a.seed))
         t.insert(3, "method", name)
         return t, sc

@@ -145,9 +145,7 @@ def run_task(name, meta, X, kind, n_boot) -> tuple[list[dict], list[dict]]:
         t0 = time.perf_counter()
         sc = cross_validate(Xb, meta, split, {"relieff": {"n_neighbors": 10}, "su": {}},
                             [5, 10, 15], {c: {} for c in ("nb", "knn", "svm", "svm_rbf", "rf")},
-                            preset="paper")
-        sc.insert(0, "layer", "penultimate")
-        sc.insert(0, "backbone", "mobilenet_v2")
+                            preset="paper", backbone="mobilenet_v2", layer="penultimate")
         m = metrics_table(sc, "mean", n_boot=n_boot)
         v = m[m.level == "video"].reset_index(drop=True)
         vl = video_level(sc, "mean")

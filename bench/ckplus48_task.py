@@ -84,10 +84,8 @@ def run(data: Path, n_boot: int = 1000, seed: int = 0, X: np.ndarray | None = No
     split = make_split(meta, "group_kfold5",
                        {"kind": "group_kfold", "n_splits": 5, "seed": seed})
     scores = cross_validate(X, meta, split, SELECTORS, KS, CLASSIFIERS, seed=seed,
-                            preset="paper")
+                            preset="paper", backbone="mobilenet_v2", layer="penultimate")
     t2 = time.perf_counter()
-    scores.insert(0, "layer", "penultimate")
-    scores.insert(0, "backbone", "mobilenet_v2")
     metrics = metrics_table(scores, "mean", n_boot=n_boot, seed=seed)
     t3 = time.perf_counter()
     frame = metrics[metrics.level == "frame"]
