@@ -42,8 +42,8 @@ import pyarrow as pa
 
 from neopain.learn.classify import SCORE_SCHEMA, score_folds
 from neopain.learn.evaluate import config_label, config_rows
-from neopain.learn.metrics import CONFIG, EXTRA, video_level
 from neopain.learn.evaluate import table7 as _table7
+from neopain.learn.metrics import CONFIG, EXTRA, video_level
 from neopain.learn.split import iter_folds
 
 log = logging.getLogger(__name__)
