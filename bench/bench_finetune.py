@@ -244,7 +244,10 @@ def main(argv=None) -> int:
     from neopain.finetune.settings import settings
     from neopain.finetune.train import fit, predict
     from neopain.learn.classify import cross_validate
-    from neopain.learn.evaluate import delong_test, metrics_table, table5, to_markdown, with_ci_columns
+    from neopain.learn.delong import delong_test
+    from neopain.learn.evaluate import table5
+    from neopain.learn.metrics import metrics_table
+    from neopain.report.markdown import to_markdown, with_ci_columns
     from neopain.learn.split import make_split
 
     import ckplus48_task as task
@@ -293,9 +296,7 @@ def main(argv=None) -> int:
     tuned = pd.concat(tuned, ignore_index=True)
 
     def table(sc, name):
-        sc = sc.copy()
-        sc.insert(0, "layer", a.layer)
-        sc.insert(0, "backbone", a.backbone)
+        sc = sc.assign(backbone=a.backbone, layer=a.layer)   # the frozen and tuned rows' labels
         t = table5(metrics_table(sc, "mean", n_boot=a.n_boot, seed=a.seed))
         t.insert(3, "method", name)
         return t, sc

@@ -124,7 +124,7 @@ def _split(meta, kind):
 
 
 def _with_ci(y, pred, score, subj, n_boot):
-    from neopain.learn.evaluate import binary_metrics, bootstrap_ci
+    from neopain.learn.metrics import binary_metrics, bootstrap_ci
 
     auc = binary_metrics(y, pred, score)["auc"]
     lo, hi = bootstrap_ci(y, pred, score, subj, n_boot, 0, 0.95, metrics=("auc",))["auc"]
@@ -136,7 +136,7 @@ def run_task(name, meta, X, kind, n_boot) -> tuple[list[dict], list[dict]]:
     from neopain.learn.baseline import subject_baseline
     from neopain.learn.classify import cross_validate
     from neopain.learn.clustered import clustered_delong
-    from neopain.learn.evaluate import metrics_table, video_level
+    from neopain.learn.metrics import metrics_table, video_level
 
     split = _split(meta, kind)
     rows, tests, video_scores = [], [], {}
@@ -145,9 +145,7 @@ def run_task(name, meta, X, kind, n_boot) -> tuple[list[dict], list[dict]]:
         t0 = time.perf_counter()
         sc = cross_validate(Xb, meta, split, {"relieff": {"n_neighbors": 10}, "su": {}},
                             [5, 10, 15], {c: {} for c in ("nb", "knn", "svm", "svm_rbf", "rf")},
-                            preset="paper")
-        sc.insert(0, "layer", "penultimate")
-        sc.insert(0, "backbone", "mobilenet_v2")
+                            preset="paper", backbone="mobilenet_v2", layer="penultimate")
         m = metrics_table(sc, "mean", n_boot=n_boot)
         v = m[m.level == "video"].reset_index(drop=True)
         vl = video_level(sc, "mean")

@@ -1,4 +1,4 @@
-"""ReliefF benchmark: neopain.learn.select.ReliefF vs skrebate.ReliefF, and peak memory wide.
+"""ReliefF benchmark: neopain.learn.relieff.ReliefF vs skrebate.ReliefF, and peak memory wide.
 
     .venv/bin/python bench/bench_relieff.py                 # both parts (minutes)
     .venv/bin/python bench/bench_relieff.py --part speed    # 3,000 x 4,096 vs skrebate
@@ -62,7 +62,7 @@ def data(n: int, p: int, dtype, seed: int = 0):
 
 
 def speed(n: int, p: int, skrebate: bool, n_jobs: int) -> dict:
-    from neopain.learn.select import ReliefF
+    from neopain.learn.relieff import ReliefF
 
     X, y = data(n, p, np.float64)
     t = time.perf_counter()
@@ -98,7 +98,7 @@ def speed(n: int, p: int, skrebate: bool, n_jobs: int) -> dict:
 def memory_child(n: int, p: int, n_jobs: int) -> dict:
     import tracemalloc
 
-    from neopain.learn.select import ReliefF
+    from neopain.learn.relieff import ReliefF
 
     ReliefF(n_neighbors=10).fit(*[a[:64] for a in data(64, 32, np.float32)])  # compile
     X, y = data(n, p, np.float32)

@@ -73,7 +73,7 @@ def mobilenet_features(data: Path, meta: pd.DataFrame, batch: int = 64) -> np.nd
 def run(data: Path, n_boot: int = 1000, seed: int = 0, X: np.ndarray | None = None):
     """(metrics, best table, timings) of the whole task."""
     from neopain.learn.classify import cross_validate
-    from neopain.learn.evaluate import metrics_table
+    from neopain.learn.metrics import metrics_table
     from neopain.learn.split import make_split
 
     meta = load_meta(data)
@@ -84,10 +84,8 @@ def run(data: Path, n_boot: int = 1000, seed: int = 0, X: np.ndarray | None = No
     split = make_split(meta, "group_kfold5",
                        {"kind": "group_kfold", "n_splits": 5, "seed": seed})
     scores = cross_validate(X, meta, split, SELECTORS, KS, CLASSIFIERS, seed=seed,
-                            preset="paper")
+                            preset="paper", backbone="mobilenet_v2", layer="penultimate")
     t2 = time.perf_counter()
-    scores.insert(0, "layer", "penultimate")
-    scores.insert(0, "backbone", "mobilenet_v2")
     metrics = metrics_table(scores, "mean", n_boot=n_boot, seed=seed)
     t3 = time.perf_counter()
     frame = metrics[metrics.level == "frame"]
@@ -106,7 +104,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "ckplus48")
     ap.add_argument("--n-boot", type=int, default=1000)
     a = ap.parse_args(argv)
-    from neopain.learn.evaluate import to_markdown, with_ci_columns
+    from neopain.report.markdown import to_markdown, with_ci_columns
 
     metrics, best, timings, _ = run(a.data, a.n_boot)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,8 @@ def loso_scores(X: np.ndarray, y: np.ndarray, subjects: np.ndarray,
 def evaluate(meta, act, fer, pose, n_boot=1000):
     from sklearn.metrics import roc_auc_score
 
-    from neopain.learn.evaluate import bootstrap_ci, delong_test
+    from neopain.learn.delong import delong_test
+    from neopain.learn.metrics import bootstrap_ci
 
     tasks = {
         "neg_apex_vs_neutral": (meta.emotion.isin(NEGATIVE), meta.phase == "apex"),

@@ -9,17 +9,33 @@ sequences of two subjects, every rule of the DAG) with its own Snakefile and sou
 from an empty ``results/``, then every Parquet table under ``results/`` that both sides
 wrote is compared cell by cell: numbers exactly (NaN equals NaN), text with each side's
 work directory replaced by ``<work>``. Columns only the head has are listed as *added*
-(a restructuring may add label columns); a table, column or value that differs, or a
-table only one side wrote, makes the exit status 1. ``--set key=value`` (dotted key,
+(a restructuring may add label columns: issue 19 added ``backbone``/``layer`` to the
+score tables); a table, column or value that differs, or a table only one side wrote,
+makes the exit status 1.
+
+Tables 5/6/7 before issue 19 packed selector and k into one string; now they keep them
+apart. A base table whose ``selector`` holds ``name(k)`` strings (e.g. ``relieff(15)``)
+and that has no ``k`` column compares equal to a head with ``selector`` = ``relieff``
+and ``k`` = 15: the head's two columns are joined as ``name(k)`` and compared with the
+base's one (the ``k`` column then does not count as added). Such tables are printed
+with ``(selector+k joined as name(k))``. This parsing of the old format lives here
+only, never in ``src/`` or ``scripts/``. ``--set key=value`` (dotted key,
 YAML value) overrides both sides' configuration, e.g. to hold the tracker fixed while
 comparing a change elsewhere. A ``--base``/``--head`` that is not a directory is a git
 revision of this repository, checked out into a temporary worktree.
+
+Each side's rule scripts import that side's ``src/`` (``PYTHONPATH`` is set per side:
+an installed or inherited ``neopain`` would otherwise run the same code on both sides),
+and both read the face-mesh weights of this checkout's ``resources/weights`` (``make
+mesh-weights``; a git worktree of a revision has none), linked into each work directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -62,11 +78,16 @@ def run_side(tree: Path, work: Path, overrides: list[str]) -> float:
     for o in overrides:
         _set(cfg, o)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    weights = REPO / "resources" / "weights"
+    if weights.is_dir():    # the workdir's resources/weights is searched first
+        (work / "resources").mkdir()
+        (work / "resources" / "weights").symlink_to(weights)
+    path = os.pathsep.join(p for p in (str(tree / "src"), os.environ.get("PYTHONPATH")) if p)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile",
                            str(tree / "Snakefile"), "--directory", str(work), "--configfile",
                            str(work / "config.yaml"), "--cores", "2"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
     if proc.returncode:
         sys.exit(f"{tree}: the run failed\n{proc.stderr[-6000:]}")
     return time.perf_counter() - t0
@@ -92,6 +113,24 @@ def _same(a: pd.Series, b: pd.Series) -> bool:
     return [_cell(v) for v in a] == [_cell(v) for v in b]
 
 
+_PACKED = re.compile(r"^(.+)\((\d+)\)$")
+
+
+def _joined_selector(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame | None:
+    """``b`` with ``selector`` and ``k`` joined as ``name(k)`` where ``a`` (the base) packs
+    them into one ``selector`` string and has no ``k`` column; else None."""
+    if not ({"selector", "k"} <= set(b.columns) and "selector" in a.columns
+            and "k" not in a.columns and len(a) == len(b)):
+        return None
+    old = a["selector"].dropna()   # an empty table has nothing to parse: joined as well
+    if not old.map(lambda v: isinstance(v, str) and bool(_PACKED.match(v))).all():
+        return None
+    out = b.drop(columns="k")
+    out["selector"] = [s if pd.isna(k) else f"{s}({int(k)})"
+                       for s, k in zip(b["selector"], b["k"])]
+    return out
+
+
 def compare(base: Path, head: Path) -> list[tuple[str, str]]:
     """(table, verdict) for every Parquet table under either side's ``results/``."""
     rel = lambda w: {p.relative_to(w / "results").as_posix()  # noqa: E731
@@ -104,6 +143,9 @@ def compare(base: Path, head: Path) -> list[tuple[str, str]]:
             continue
         a = pd.read_parquet(base / "results" / t)
         b = pd.read_parquet(head / "results" / t)
+        joined = _joined_selector(a, b)
+        if joined is not None:
+            b = joined
         added = [c for c in b.columns if c not in a.columns]
         missing = [c for c in a.columns if c not in b.columns]
         if missing or len(a) != len(b):
@@ -111,7 +153,8 @@ def compare(base: Path, head: Path) -> list[tuple[str, str]]:
             continue
         bad = [c for c in a.columns if not _same(_norm(a[c], base), _norm(b[c], head))]
         verdict = f"DIFFERS in {bad}" if bad else "identical"
-        out.append((t, verdict + (f" (added columns {added})" if added else "")))
+        out.append((t, verdict + (f" (added columns {added})" if added else "")
+                    + (" (selector+k joined as name(k))" if joined is not None else "")))
     return out
 
 
@@ -139,6 +182,10 @@ def main() -> int:
     subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
     for t, v in rows:
         print(f"{v.split(' ')[0]:10s} {t}{v[len(v.split(' ')[0]):]}")
+    joined = [t for t, v in rows if "joined as name(k)" in v]
+    if joined:
+        print(f"selector+k of the head joined as name(k) to compare with the base's packed "
+              f"selector in {len(joined)} table(s): {', '.join(joined)}")
     n_bad = sum(v.startswith("DIFFERS") for _, v in rows)
     print(f"{len(rows)} tables, {n_bad} differ" + (f" (overrides: {args.set})" if args.set else ""))
     return 1 if n_bad else 0

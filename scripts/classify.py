@@ -24,7 +24,8 @@ def main(sm):
 
         pose = table_pose(table, p.baseline)
     scores = score_folds(X, meta, split, rankings, list(p.k), dict(p.classifiers), p.seed,
-                         preset=p.preset, search=search, pose=pose)
+                         preset=p.preset, search=search, pose=pose,
+                         backbone=sm.wildcards.backbone, layer=sm.wildcards.layer)
     ups = [provenance.read_provenance(f) for f in
            (sm.input.features, sm.input.split, sm.input.selection)]
     cfg = {"k": list(p.k), "classifiers": dict(p.classifiers), "seed": p.seed,

@@ -8,10 +8,12 @@ def main(sm):
     import pyarrow as pa
 
     from neopain.learn.chance import chance_table, with_chance_rows
-    from neopain.learn.evaluate import (constant_only, delong_table, metrics_table, per_subject,
-                                  per_video, plot_roc, read_score_files, roc_curves_for,
-                                  table5, table6, table_roc_curves, to_markdown,
-                                  with_ci_columns)
+    from neopain.learn.breakdown import per_subject, per_video
+    from neopain.learn.evaluate import (constant_only, delong_table, table5, table6,
+                                        with_selector_label)
+    from neopain.learn.metrics import metrics_table, read_score_files
+    from neopain.learn.roc import plot_roc, roc_curves_for, table_roc_curves
+    from neopain.report.markdown import to_markdown, with_ci_columns
 
     p = sm.params
     scores, ups = read_score_files(sm.input)
@@ -51,10 +53,11 @@ def main(sm):
                  "chance: always the larger class, AUC 0.5."])
     notes5 += constant_note("frame")
     notes6 += constant_note("video")
-    provenance.write_text(to_markdown(with_ci_columns(with_chance_rows(t5, chance)),
+    shown5, shown6 = (with_chance_rows(with_selector_label(t), chance) for t in (t5, t6))
+    provenance.write_text(to_markdown(with_ci_columns(shown5),
                                       "Table 5: deep features (chosen at frame level)",
                                       notes5), sm.output.table5)
-    provenance.write_text(to_markdown(with_ci_columns(with_chance_rows(t6, chance)),
+    provenance.write_text(to_markdown(with_ci_columns(shown6),
                                       "Table 6: deep features (chosen at video level)",
                                       notes6), sm.output.table6)
     provenance.write_text(to_markdown(dl, "DeLong tests: best ReliefF vs best SU "

@@ -5,17 +5,13 @@ from neopain.core import provenance
 from neopain.core import runtime
 
 
-def _read(files, layer_of, backbone_of):
+def _read(files):
+    """Score tables (labelled by their own backbone/layer columns) as one frame."""
     import pandas as pd
     import pyarrow.parquet as pq
 
-    frames, ups = [], []
-    for f in files:
-        df = pq.read_table(f).to_pandas()
-        df.insert(0, "layer", layer_of(f))
-        df.insert(0, "backbone", backbone_of(f))
-        frames.append(df)
-        ups.append(provenance.read_provenance(f))
+    frames = [pq.read_table(f).to_pandas() for f in files]
+    ups = [provenance.read_provenance(f) for f in files]
     return (pd.concat(frames, ignore_index=True) if frames else None), ups
 
 
@@ -23,19 +19,14 @@ def main(sm):
     import numpy as np
     import pyarrow as pa
 
-    from neopain.learn.evaluate import to_markdown, with_ci_columns
+    from neopain.report.markdown import to_markdown, with_ci_columns
     from neopain.finetune.compare import comparison_table
 
     p = sm.params
     scores, ups = {}, []
-    # results/scores/{backbone}/{layer}/{protocol}/{selector}.parquet
-    scores["frozen"], u = _read(sm.input.frozen, lambda f: f.split("/")[-3],
-                                lambda f: f.split("/")[-4])
-    ups += u
-    # results/{finetune,cascade}/{backbone}/{protocol}/fold{fold}/scores.parquet
-    for method in ("finetune", "cascade"):
-        scores[method], u = _read(getattr(sm.input, method), lambda f: p.layer,
-                                  lambda f: f.split("/")[-4])
+    # frozen: the classify stage's score tables; finetune, cascade: one table per fold
+    for method in ("frozen", "finetune", "cascade"):
+        scores[method], u = _read(getattr(sm.input, method))
         ups += u
     table = comparison_table(scores, p.aggregation, p.quantile, p.n_boot, p.seed, p.ci_level)
     cfg = {"video_aggregation": p.aggregation, "quantile": p.quantile, "n_boot": p.n_boot,

@@ -7,8 +7,9 @@ from neopain.core import runtime
 def main(sm):
     import pyarrow as pa
 
-    from neopain.learn.evaluate import (metrics_table, read_score_files, to_markdown,
-                                  with_ci_columns)
+    from neopain.learn.evaluate import with_selector_label
+    from neopain.learn.metrics import metrics_table, read_score_files
+    from neopain.report.markdown import to_markdown, with_ci_columns
     from neopain.learn.fusion import table7
 
     p = sm.params
@@ -38,8 +39,8 @@ def main(sm):
         f"Video level: {agg} of frame scores for AUC, majority vote for accuracy. {ci}",
         f"code {prov['code_version']}; every configuration in fusion_metrics.parquet.",
     ]
-    md = to_markdown(with_ci_columns(t7), "Table 7: optical strain, deep features and their "
-                     "fusion", notes)
+    md = to_markdown(with_ci_columns(with_selector_label(t7)), "Table 7: optical strain, "
+                     "deep features and their fusion", notes)
     md += "\n" + to_markdown(dl, "DeLong tests between the Table 7 configurations").replace(
         "# DeLong", "## DeLong", 1)
     provenance.write_text(md, sm.output.table7)

@@ -34,14 +34,19 @@ def _export(sm):
             res["threshold"])
         return
     cfg, _ = study_configuration(study, pq.read_table(sm.input.table5).to_pandas())
-    key = f"/{cfg.backbone}/{cfg.layer}/"
-    features = [f for f in sm.input.features if key in f]
-    scores = [f for f in sm.input.scores if f"{key}{cfg.protocol}/{cfg.selector}.parquet" in f]
-    splits = [f for f in sm.input.splits if f.endswith(f"/{cfg.protocol}.parquet")]
-    if not (features and scores and splits):
-        raise ValueError(f"export: no inputs for {cfg.label()} among the rule's inputs")
+    keys = sm.params.input_keys   # the labels of the inputs, parallel to them
+    by_key = {part: dict(zip(map(tuple, keys[part]), getattr(sm.input, part)))
+              for part in ("features", "scores")}
+    splits = dict(zip(keys["splits"], sm.input.splits))
+    try:
+        features = by_key["features"][(cfg.backbone, cfg.layer)]
+        scores = by_key["scores"][(cfg.backbone, cfg.layer, cfg.protocol, cfg.selector)]
+        split = splits[cfg.protocol]
+    except KeyError:
+        raise ValueError(f"export: no inputs for {cfg.label()} among the rule's inputs") \
+            from None
     res = export_study(study, table5=sm.input.table5, metrics=sm.input.metrics,
-                       features=features[0], split=splits[0], scores=scores[0],
+                       features=features, split=split, scores=scores,
                        samples=sm.input.samples, out=dict(sm.output.items()))
     runtime.logging.getLogger("neopain.deploy.export").info(
         "exported %s: %s (sha256 %s), threshold %.4f", cfg.label(), sm.output.model,

@@ -37,7 +37,8 @@ def main(sm):
     scores = fusion_scores(X, meta, split, rankings, S, list(p.k), p.strain_k,
                            sm.wildcards.selector, dict(p.selector), dict(p.classifiers),
                            p.seed, preset=p.preset, search=search, actions=acts,
-                           actions_k=p.actions_k)
+                           actions_k=p.actions_k, backbone=sm.wildcards.backbone,
+                           layer=sm.wildcards.layer)
     ups = [provenance.read_provenance(f) for f in
            (sm.input.features, sm.input.split, sm.input.selection, sm.input.strain,
             *sm.input.actions)]

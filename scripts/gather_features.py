@@ -5,15 +5,16 @@ from neopain.core import runtime
 
 
 def main(sm):
-    from pathlib import Path
-
     from neopain.features.extract import gather_layer
     from neopain.core.provenance import META_KEY, canonical_json
     from neopain.core.samples import load_samples
 
     p = sm.params
     samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)
-    per_video = {Path(f).stem: f for f in p.video_files}
+    if len(p.video_ids) != len(p.video_files):
+        raise ValueError(f"gather_features: {len(p.video_ids)} video ids for "
+                         f"{len(p.video_files)} per-video tables")
+    per_video = dict(zip(p.video_ids, p.video_files))   # the rule names each file's video
     ups = [provenance.read_provenance(f) for f in p.video_files]
     prov = provenance.make_provenance(
         sm.rule, {"backbone": sm.wildcards.backbone, "layer": sm.wildcards.layer,

@@ -5,8 +5,6 @@ from neopain.core import runtime
 
 
 def main(sm):
-    from pathlib import Path
-
     import pyarrow.parquet as pq
 
     from neopain.core.samples import load_samples
@@ -16,8 +14,10 @@ def main(sm):
     peaks = peak_params(p.peaks)
     samples = load_samples(sm.input.samples, p.labels, p.data_root, check_paths=False)
     rows, ups = [], []
-    for f in sm.params.signals:
-        vid = Path(f).name.removesuffix(".parquet")
+    if len(p.video_ids) != len(p.signals):
+        raise ValueError(f"gather_strain: {len(p.video_ids)} video ids for "
+                         f"{len(p.signals)} strain signal tables")
+    for vid, f in zip(p.video_ids, p.signals):   # the rule names each file's video
         row = samples.loc[vid]
         feats = video_features(pq.read_table(f), peaks)
         rows.append({"video_id": vid, "subject_id": row["subject_id"], "label": row["label"],

@@ -44,7 +44,7 @@ def main(sm):
 
     provenance.write_text(summary_page(table), sm.output.page)
     from neopain.report.summary import summary_roc_curves
-    from neopain.learn.evaluate import plot_roc
+    from neopain.learn.roc import plot_roc
 
     plot_roc(summary_roc_curves(nested, table), sm.output.roc,
              "Summary: nested estimate vs best-of-N and median, per recording",

@@ -442,7 +442,7 @@ def test_fusion_gains_actions_and_deep_strain_actions_rows():
     the action selection."""
     from test_fusion import deep_rankings, sheet, synthetic
 
-    from neopain.learn.evaluate import metrics_table
+    from neopain.learn.metrics import metrics_table
     from neopain.learn.fusion import ALL_SETS, fusion_scores, keyframe_strain, rank_strain, table7
     from neopain.learn.split import make_split
 

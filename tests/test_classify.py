@@ -14,7 +14,9 @@ from sklearn.svm import SVC
 from neopain.learn import classify
 from neopain.learn.classify import (CLASSIFIERS, cross_validate, make_pipeline, make_search,
                               positive_score, score_folds)
-from neopain.learn.select import ReliefF, SymmetricUncertainty, rank_folds_array
+from neopain.learn.relieff import ReliefF
+from neopain.learn.select import rank_folds_array
+from neopain.learn.su import SymmetricUncertainty
 from neopain.learn.split import LeakageError, make_split
 
 

@@ -5,7 +5,9 @@ from sklearn.metrics import roc_auc_score
 import pandas as pd
 import pytest
 
-from neopain.learn.evaluate import binary_metrics, metrics_table, table5, to_markdown, video_level
+from neopain.learn.evaluate import table5, with_selector_label
+from neopain.learn.metrics import binary_metrics, metrics_table, video_level
+from neopain.report.markdown import to_markdown
 
 
 def test_binary_metrics_known_values():
@@ -51,16 +53,19 @@ def test_metrics_and_table5():
     frame = m[m.level == "frame"].iloc[0]
     assert frame["n"] == 7 and frame["accuracy"] == pytest.approx(3 / 7)
     t = table5(m)
-    assert len(t) == 1 and t.iloc[0]["selector"] == "su(5)"
-    md = to_markdown(t, "Table 5")
+    assert len(t) == 1 and (t.iloc[0]["selector"], t.iloc[0]["k"]) == ("su", 5)
+    md = to_markdown(with_selector_label(t), "Table 5")
     assert "| m | l | loso | su(5) | nb |" in md
 
 
 # ----------------------------------------------------------------------------
 # video aggregation, bootstrap CIs, DeLong, tables, figures
 # ----------------------------------------------------------------------------
-from neopain.learn.evaluate import (bootstrap_ci, bootstrap_replicates, delong_table,  # noqa: E402
-                              delong_test, plot_roc, table6, table7, with_ci_columns)
+from neopain.learn.delong import delong_test  # noqa: E402
+from neopain.learn.evaluate import delong_table, table6, table7  # noqa: E402
+from neopain.learn.metrics import bootstrap_ci, bootstrap_replicates  # noqa: E402
+from neopain.learn.roc import plot_roc  # noqa: E402
+from neopain.report.markdown import with_ci_columns  # noqa: E402
 
 
 def test_video_level_top_quantile():
@@ -195,7 +200,8 @@ def test_metrics_with_cis_tables_5_6_and_delong_table():
     assert (m["auc_lo"] <= m["auc"]).all() and (m["auc"] <= m["auc_hi"]).all()
     t5, t6 = table5(m), table6(m)
     assert len(t5) == len(t6) == 1
-    assert t5.iloc[0]["classifier"] == "nb" and t5.iloc[0]["selector"] == "su(5)"
+    assert t5.iloc[0]["classifier"] == "nb" and t5.iloc[0]["selector"] == "su"
+    assert t5.iloc[0]["k"] == 5
     assert {"frame_accuracy", "frame_auc_lo", "video_auc", "video_auc_hi"} <= set(t5.columns)
     md = to_markdown(with_ci_columns(t5), "Table 5")
     assert "frame_auc" in md and "[" in md and "frame_auc_lo" not in md
@@ -237,7 +243,7 @@ def test_roc_figure_is_written(tmp_path):
 
 
 def test_per_subject_results_of_the_table5_choice():
-    from neopain.learn.evaluate import per_subject
+    from neopain.learn.breakdown import per_subject
 
     scores = _scores()
     t5 = table5(metrics_table(scores, n_boot=0) if "n_boot" in
@@ -255,7 +261,7 @@ def test_per_subject_results_of_the_table5_choice():
 def test_nan_scores_of_an_unfitted_model_give_undefined_auc_not_an_error():
     import numpy as np
 
-    from neopain.learn.evaluate import binary_metrics, bootstrap_ci
+    from neopain.learn.metrics import binary_metrics, bootstrap_ci
 
     y = np.array([0, 1, 0, 1])
     score = np.array([np.nan, np.nan, np.nan, np.nan])
@@ -263,3 +269,33 @@ def test_nan_scores_of_an_unfitted_model_give_undefined_auc_not_an_error():
     assert np.isnan(m["auc"]) and m["accuracy"] == 0.5
     ci = bootstrap_ci(y, np.zeros(4, int), score, ["a", "b", "c", "d"], 50)
     assert np.isnan(ci["auc"][0]) and np.isfinite(ci["accuracy"][0])
+
+
+def test_score_tables_label_themselves_not_their_paths(tmp_path):
+    """backbone and layer come from the tables' columns: a file anywhere reads the same,
+    and a table without them is refused, naming the file."""
+    import pyarrow as pa
+
+    from neopain.core.provenance import make_provenance, write_table
+    from neopain.learn.metrics import read_score_files
+
+    prov = make_provenance("classify", {})
+    f = tmp_path / "not" / "the" / "layout.parquet"
+    write_table(pa.Table.from_pandas(_scores(), preserve_index=False), f, prov)
+    got, ups = read_score_files([f])
+    assert set(got["backbone"]) == {"m"} and set(got["layer"]) == {"l"} and len(ups) == 1
+    old = tmp_path / "results/scores/vgg/conv5/loso/su.parquet"
+    write_table(pa.Table.from_pandas(_scores().drop(columns=["backbone", "layer"]),
+                                     preserve_index=False), old, prov)
+    with pytest.raises(ValueError, match=r"su\.parquet.*\['backbone', 'layer'\]"):
+        read_score_files([f, old])
+
+
+def test_tables_keep_selector_and_k_apart_and_show_them_together():
+    t = table5(metrics_table(_scores()))
+    assert list(t.columns[:6]) == ["backbone", "layer", "protocol", "selector", "k",
+                                   "classifier"]
+    shown = with_selector_label(t)
+    assert "k" not in shown.columns and shown.iloc[0]["selector"] == "su(5)"
+    assert list(shown.columns[:5]) == ["backbone", "layer", "protocol", "selector",
+                                       "classifier"]

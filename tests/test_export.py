@@ -317,9 +317,9 @@ def test_run_level_export_round_trip_and_predict_rule(shared_data, tmp_path):
     m = load(ex / "model.neopain")
     t5 = pq.read_table(work / "results/evaluation/table5.parquet").to_pandas().iloc[0]
     c = m.info["configuration"]
-    assert (c["backbone"], c["layer"], c["protocol"], f"{c['selector']}({c['k']})",
+    assert (c["backbone"], c["layer"], c["protocol"], c["selector"], c["k"],
             c["classifier"]) == (t5["backbone"], t5["layer"], t5["protocol"],
-                                 t5["selector"], t5["classifier"])
+                                 t5["selector"], t5["k"], t5["classifier"])
     prov = m.provenance
     assert prov["training_data"]["sample_sheet_sha256"] == sha256_file(work / "samples.tsv")
     assert prov["training"]["subjects"] == ["S055", "S106", "S125"]

@@ -289,7 +289,7 @@ def _sidecar(work: Path, rel: str) -> dict:
 @pytest.mark.slow
 def test_outputs_schemas_provenance_and_loss(ft_run):
     from neopain.learn.classify import SCORE_SCHEMA
-    from neopain.learn.evaluate import metrics_table
+    from neopain.learn.metrics import metrics_table
 
     work, cfg, elapsed = ft_run
     print(f"tiny fine-tuning DAG: {elapsed:.0f} s")
@@ -340,8 +340,8 @@ def test_outputs_schemas_provenance_and_loss(ft_run):
         assert json.loads(sc.params.iloc[0])["checkpoint_sha256"] == side["sha256"]
         assert read_provenance(work / rel / "scores.parquet")["params"]["checkpoint_sha256"] \
             == side["sha256"]
-        sc.insert(0, "layer", "penultimate")
-        sc.insert(0, "backbone", "mobilenet_v2")
+        # the table labels itself (issue 19): backbone and the fine-tuned layer
+        assert (sc.backbone == "mobilenet_v2").all() and (sc.layer == "penultimate").all()
         m = metrics_table(sc, n_boot=0)
         assert set(m.level) == {"frame", "video"} and m.auc.notna().all()
     for name, ls in losses.items():

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import _tiny
-from neopain.learn.evaluate import metrics_table
+from neopain.learn.metrics import metrics_table
 from neopain.learn.fusion import (FEATURE_SETS, FUSION_SCHEMA, fusion_scores, impute_from_training,
                             keyframe_strain, rank_strain, table7)
 from neopain.learn.split import make_split
@@ -141,12 +141,12 @@ def test_test_labels_never_reach_selection_or_models(data):
 def test_table7_rows_and_delong_p_values(data):
     X, meta, split, S = data
     scores = fusion_scores(X, meta, split, deep_rankings(split), S, [15], 5, "su", {},
-                           {"nb": {}, "svm": {}}, seed=0)
-    scores = scores.assign(backbone="m", layer="l")
+                           {"nb": {}, "svm": {}}, seed=0, backbone="m", layer="l")
+    assert (scores["backbone"] == "m").all() and (scores["layer"] == "l").all()
     metrics = metrics_table(scores, n_boot=50)
     t7, dl = table7(metrics, scores)
     assert t7["features"].tolist() == ["deep", "strain", "fused"]
-    assert t7["selector"].tolist()[1] == "su(5)"
+    assert (t7["selector"].tolist()[1], t7["k"].tolist()[1]) == ("su", 5)
     assert np.isfinite(t7["frame_auc"]).all()
     p = t7.set_index("features")
     assert np.isnan(p.loc["deep", "p_vs_deep"]) and np.isnan(p.loc["fused", "p_vs_fused"])
@@ -177,8 +177,8 @@ def test_tiny_run_has_table7_with_its_three_rows(clean):
     const = fm[fm.level == "frame"].groupby("features")["constant"].all()
     rows = [f for f in ("deep", "strain", "fused") if not const[f]]
     assert t7["features"].tolist() == rows and {"deep", "strain"} <= set(rows)
-    sel = {"deep": "relieff(15)", "strain": "relieff(5)", "fused": "relieff(20)"}
-    assert t7["selector"].tolist() == [sel[f] for f in rows]
+    k = {"deep": 15, "strain": 5, "fused": 20}
+    assert (t7["selector"] == "relieff").all() and t7["k"].tolist() == [k[f] for f in rows]
     assert np.isfinite(t7["frame_auc"]).all() and np.isfinite(t7["video_auc"]).all()
     pairs = [(a, b) for i, a in enumerate(rows) for b in rows[i + 1:]]
     for a, b in pairs:

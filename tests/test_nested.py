@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from neopain.learn import nested as ns
-from neopain.learn.evaluate import binary_metrics
+from neopain.learn.metrics import binary_metrics
 from neopain.learn.split import fold_subjects, make_split
 from neopain.report.summary import summary_table, to_markdown
 

@@ -8,7 +8,7 @@ import pytest
 from neopain.learn import nested as ns
 from neopain.learn import posecontrol as pc
 from neopain.learn.classify import score_folds
-from neopain.learn.evaluate import binary_metrics
+from neopain.learn.metrics import binary_metrics
 from neopain.learn.select import rank_folds_array
 from neopain.learn.split import fold_subjects, make_split
 

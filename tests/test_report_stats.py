@@ -8,8 +8,11 @@ import pytest
 
 from neopain.learn.clustered import clustered_delong, clustered_delong_components, roc_band
 from neopain.learn.chance import chance_table, with_chance_rows
-from neopain.learn.evaluate import (constant_only, delong_components, delong_table, delong_test,
-                              format_p, metrics_table, per_subject, per_video, table5, table6)
+from neopain.learn.breakdown import per_subject, per_video
+from neopain.learn.delong import delong_components, delong_test
+from neopain.learn.evaluate import constant_only, delong_table, table5, table6
+from neopain.learn.metrics import metrics_table
+from neopain.report.markdown import format_p
 
 
 def _rows(spec, selector="su", k=5, classifier="nb"):

@@ -1,4 +1,4 @@
-"""Tests for ``neopain.learn.select``: ReliefF and Symmetric Uncertainty with Weka 3.6 semantics."""
+"""Tests for the selectors (``neopain.learn.relieff``, ``.su``, ``.select``): ReliefF and Symmetric Uncertainty with Weka 3.6 semantics."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from scipy.io import arff
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
 
-from neopain.learn import select
-from neopain.learn.select import SELECTORS, ReliefF, SymmetricUncertainty, make_selector
+from neopain.learn.prefilter import Prefiltered
+from neopain.learn.relieff import ReliefF, relieff_scores
+from neopain.learn.select import SELECTORS, make_selector
+from neopain.learn.su import SymmetricUncertainty, su_scores
 
 WEKA_FIXTURES = Path(__file__).parent / "fixtures" / "weka"
 
@@ -496,9 +498,9 @@ def test_unfitted_selector_has_no_support():
 
 def test_module_functions_accept_codes():
     X, y = synthetic(n=60, n_noise=13)
-    np.testing.assert_array_equal(select.relieff_scores(X, y, 10),
+    np.testing.assert_array_equal(relieff_scores(X, y, 10),
                                   ReliefF().fit(X, y).scores_)
-    np.testing.assert_array_equal(select.su_scores(X, y)[0],
+    np.testing.assert_array_equal(su_scores(X, y)[0],
                                   SymmetricUncertainty().fit(X, y).scores_)
 
 
@@ -542,7 +544,7 @@ def test_anova_prefilter_keeps_lineage_and_is_documented():
     X, y = synthetic(n=200, n_noise=60, seed=4)
     cols = [f"c{i}" for i in range(X.shape[1])]
     sel = make_selector("relieff", 3, prefilter={"method": "anova", "n_features": 10})
-    assert isinstance(sel, select.Prefiltered)
+    assert isinstance(sel, Prefiltered)
     sel.fit(pd.DataFrame(X, columns=cols), y)
     assert set(INFORMATIVE) <= set(sel.prefilter_support_.tolist())
     assert sel.ranking_[:2].tolist() == INFORMATIVE[:2]
@@ -571,7 +573,7 @@ def test_relieff_leaves_torch_thread_count_alone():
         "torch.set_num_threads(1)\n"
         "torch.ones(64, 64) @ torch.ones(64, 64)  # torch's threads are set up (used)\n"
         "assert torch.get_num_threads() == 1\n"
-        "from neopain.learn.select import ReliefF\n"
+        "from neopain.learn.relieff import ReliefF\n"
         "rng = np.random.default_rng(0)\n"
         "X = rng.random((120, 30)); y = np.arange(120) % 2\n"
         "ReliefF(n_features_to_select=5, backend='numba', n_jobs=2).fit(X, y)\n"

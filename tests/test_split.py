@@ -52,3 +52,21 @@ def test_subject_on_both_sides_is_refused():
 def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown kind 'bogus'"):
         make_split(samples(4), "x", {"kind": "bogus"})
+
+
+def test_iter_folds_masks_rows_by_their_subject():
+    from neopain.learn.split import fold_subjects, iter_folds
+
+    df = samples(4)
+    split = make_split(df, "loso", {"kind": "loso"})
+    subjects = df["subject_id"].to_numpy()
+    seen = []
+    for fold, train, test in iter_folds(split, subjects):
+        train_s, test_s = fold_subjects(split, fold)
+        assert set(subjects[train]) == train_s and set(subjects[test]) == test_s
+        assert not (train & test).any()
+        seen.append(fold)
+    assert seen == sorted(split["fold"].unique())
+    # a subject the split does not list is neither training nor test data
+    _, train, test = next(iter_folds(split, ["nobody"]))
+    assert not train[0] and not test[0]

@@ -21,7 +21,8 @@ import pytest
 from weka_tables import (REFERENCE, ckplus_pixel_table, parse_ranking, parse_scores,
                          run_weka_ranking, run_weka_scores, weka_missing, write_arff)
 
-from neopain.learn.select import ReliefF, SymmetricUncertainty
+from neopain.learn.relieff import ReliefF
+from neopain.learn.su import SymmetricUncertainty
 
 FIXTURES = Path(__file__).parent / "fixtures" / "weka"
 PIXELS_ARFF_SHA256 = "9735250e306fbab0987df01abf78a8f527540d3e9d31f312d559d367785f7bee"

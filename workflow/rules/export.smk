@@ -16,6 +16,20 @@ try:
     PREDICT_BASELINES = _predict_baselines(_PREDICT)
 except ValueError as _exc:
     raise WorkflowError(f"predict.videos: {_exc}") from None
+
+# the labels of the export rule's features, scores and splits, parallel to EXPORT_INPUTS'
+# lists: scripts/export.py picks its inputs by these keys, never by their paths
+_NAMED = _EXPORT.get("configuration", "nested")
+_KEYED = (
+    ([], [], []) if _NAMED == "nested"
+    else (LAYER_TARGETS, PROTOCOLS, SELECTORS) if _NAMED in (None, "best")
+    else ([(_NAMED["backbone"], _NAMED["layer"])], [_NAMED["protocol"]], [_NAMED["selector"]])
+)
+EXPORT_KEYS = {
+    "features": [[b, layer] for b, layer in _KEYED[0]],
+    "scores": [[b, layer, p, s] for b, layer in _KEYED[0] for p in _KEYED[1] for s in _KEYED[2]],
+    "splits": list(_KEYED[1]),
+}
 PREDICT_SUFFIXES = {
     "frames": "frames.parquet",
     "frames_csv": "frames.csv",
@@ -82,6 +96,7 @@ rule export:
         },
         nested_tables=NESTED_TABLES,
         nested_protocols=NESTED_PROTOCOLS if NESTED_ON else [],
+        input_keys=EXPORT_KEYS,
     threads: 2
     log:
         "logs/export.log",

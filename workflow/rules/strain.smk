@@ -43,6 +43,7 @@ rule gather_strain:
         "results/strain/_features.parquet",
     params:
         signals=per_video("results/strain/{video}.parquet", VIDEOS),
+        video_ids=VIDEOS,  # parallel to signals
         peaks=STRAIN.get("peaks", {}),
         positive_label=config["positive_label"],
         labels=config["labels"],

@@ -44,9 +44,8 @@ def choose_configuration(table5: pd.DataFrame, protocol: str | None = None) -> C
     t = t.sort_values(["_acc", "_auc", "backbone", "layer", "protocol", "selector",
                        "classifier"], ascending=[False, False, True, True, True, True, True])
     r = t.iloc[0]
-    sel, k = str(r["selector"]).rstrip(")").split("(")
-    return Configuration(str(r["backbone"]), str(r["layer"]), str(r["protocol"]), sel,
-                         int(k), str(r["classifier"]))
+    return Configuration(str(r["backbone"]), str(r["layer"]), str(r["protocol"]),
+                         str(r["selector"]), int(r["k"]), str(r["classifier"]))
 
 
 def study_configuration(study: Mapping[str, Any], table5: pd.DataFrame | None

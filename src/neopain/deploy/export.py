@@ -57,7 +57,7 @@ def export_study(study: Mapping[str, Any], *, table5: str | Path, metrics: str |
     from neopain.core import provenance as prov_mod
     from neopain.learn.calibrate import brier_score, expected_calibration_error, plot_reliability, \
         reliability_table
-    from neopain.learn.evaluate import to_markdown
+    from neopain.report.markdown import to_markdown
     from neopain.features.tables import feature_matrix
 
     exp = dict(study.get("export") or {})

@@ -53,7 +53,7 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
     from neopain.core import provenance as prov_mod
     from neopain.learn.calibrate import (brier_score, expected_calibration_error, plot_reliability,
                             reliability_table)
-    from neopain.learn.evaluate import to_markdown
+    from neopain.report.markdown import to_markdown
     from neopain.deploy.artefact import FORMAT, VIDEO_FORMAT_VERSION
     from neopain.deploy.study import study_pipeline, study_provenance
     from neopain.features.tables import read_features

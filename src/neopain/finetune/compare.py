@@ -21,7 +21,8 @@ def comparison_table(scores: Mapping[str, pd.DataFrame], aggregation: str = "mea
     Two-sided DeLong p-values of each method against ``frozen`` and (cascade) against
     ``finetune`` on the same pooled test rows, at frame and video level."""
     from neopain.learn.clustered import clustered_delong
-    from neopain.learn.evaluate import metrics_table, table5, video_level
+    from neopain.learn.evaluate import config_label, config_rows, table5
+    from neopain.learn.metrics import metrics_table, video_level
 
     rows, chosen = [], {}
     for method in COMPARE_METHODS:
@@ -32,15 +33,13 @@ def comparison_table(scores: Mapping[str, pd.DataFrame], aggregation: str = "mea
         t5 = table5(metrics_table(sc, aggregation, quantile, n_boot, seed, level),
                     allow_constant=method != "frozen")
         for _, r in t5.iterrows():
-            sel, k = r["selector"].rstrip(")").split("(")
-            part = sc[(sc.backbone == r["backbone"]) & (sc.layer == r["layer"])
-                      & (sc.protocol == r["protocol"]) & (sc.selector == sel)
-                      & (sc.k == int(k)) & (sc.classifier == r["classifier"])]
+            part, k = config_rows(sc, r), r["k"]
             key = (r["backbone"], r["layer"], r["protocol"])
             chosen[key + (method,)] = {"frame": part,
                                        "video": video_level(part, aggregation, quantile)}
             row = {**{g: r[g] for g in GROUP}, "method": method,
-                   "configuration": (f"{r['selector']} {r['classifier']}" if method == "frozen"
+                   "configuration": (f"{config_label(r['selector'], k)} {r['classifier']}"
+                                     if method == "frozen"
                                      else f"{method} ({int(k)} features)")}
             row.update({c: r[c] for c in t5.columns if c.startswith(("frame_", "video_"))})
             row.update({c: r[c] for c in ("n_frames", "n_videos", "n_subjects")})

@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 
 
 def scores_frame(probs: np.ndarray, test: ImageSet, protocol: str, fold: int, method: str,
-                 feature_dim: int, params: Mapping[str, Any]) -> pd.DataFrame:
+                 feature_dim: int, params: Mapping[str, Any], backbone: str = "",
+                 layer: str = "") -> pd.DataFrame:
     """Per-frame test scores in :data:`neopain.learn.classify.SCORE_SCHEMA` (selector
     ``none``, k = the head's input dimension, classifier = ``method``)."""
     n = len(test)
     score = probs[:, 1] if probs.shape[1] > 1 else np.zeros(n)
     return pd.DataFrame({
+        "backbone": [backbone] * n, "layer": [layer] * n,
         "protocol": [protocol] * n, "fold": np.full(n, fold, np.int32),
         "selector": ["none"] * n, "k": np.full(n, feature_dim, np.int32),
         "classifier": [method] * n, "video_id": test.video_id.astype(str),
@@ -123,7 +125,8 @@ def target_job(*, rule: str, method: str, samples_path, labels: Sequence[str],
     params = {"unfreeze": cfg["unfreeze"], "best_epoch": res.best_epoch,
               "epochs_run": res.epochs_run, "validation": res.validation,
               "input_size": net.input_size, "checkpoint_sha256": rec["sha256"]}
-    scores = scores_frame(probs, fd.test, protocol, int(fold), method, net.feature_dim, params)
+    scores = scores_frame(probs, fd.test, protocol, int(fold), method, net.feature_dim, params,
+                          backbone, layer)
     if not len(scores):
         lg.warning("%s %s fold %s: no test keyframes; empty score table", method, protocol,
                    fold)

@@ -12,8 +12,9 @@ gives bit-identical distances. The vector lanes run over *pairs* (columns
 in a fixed order (rows in index order, classes, then slots), so the scores
 do not depend on how attributes are blocked or how many threads run.
 
-Imported lazily by :mod:`neopain.learn.select`; numba compiles on first use and
-caches the machine code beside this file (``__pycache__``).
+Imported lazily by :mod:`neopain.learn.relieff` and
+:mod:`neopain.learn.relieff_distances`; numba compiles on first use and caches the
+machine code beside this file (``__pycache__``).
 """
 
 from __future__ import annotations

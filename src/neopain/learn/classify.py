@@ -47,19 +47,22 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVC
 
-from neopain.learn.split import fold_subjects
+from neopain.learn.split import iter_folds
 
 log = logging.getLogger(__name__)
 
 CLASSIFIERS = ("nb", "knn", "svm", "svm_rbf", "rf")
 PRESETS = ("paper", "default")
 
+#: one row per test keyframe and configuration; the first columns label the row (backbone,
+#: layer: the feature table; protocol, fold; selector, k, classifier: the configuration)
 SCORE_SCHEMA = pa.schema(
     [
-        ("protocol", pa.string()), ("fold", pa.int32()), ("selector", pa.string()),
-        ("k", pa.int32()), ("classifier", pa.string()), ("video_id", pa.string()),
-        ("subject_id", pa.string()), ("frame", pa.int32()), ("y", pa.int8()),
-        ("score", pa.float64()), ("pred", pa.int8()), ("params", pa.string()),
+        ("backbone", pa.string()), ("layer", pa.string()), ("protocol", pa.string()),
+        ("fold", pa.int32()), ("selector", pa.string()), ("k", pa.int32()),
+        ("classifier", pa.string()), ("video_id", pa.string()), ("subject_id", pa.string()),
+        ("frame", pa.int32()), ("y", pa.int8()), ("score", pa.float64()), ("pred", pa.int8()),
+        ("params", pa.string()),
     ]
 )
 
@@ -153,8 +156,9 @@ def score_folds(
     X: np.ndarray, meta: pd.DataFrame, split: pd.DataFrame, rankings: pd.DataFrame,
     ks: list[int], classifiers: dict[str, dict], seed: int = 0,
     preset: str = "default", search: dict | None = None, pose: np.ndarray | None = None,
+    *, backbone: str = "", layer: str = "",
 ) -> pd.DataFrame:
-    """Per-frame test scores for every fold x k x classifier.
+    """Per-frame test scores for every fold x k x classifier (:data:`SCORE_SCHEMA`).
 
     ``meta`` has columns video_id, subject_id, frame, y aligned with ``X``;
     ``rankings`` has columns fold, rank, feature (from the select stage). Every
@@ -162,16 +166,14 @@ def score_folds(
     hyperparameters the nested search chose (empty without a search). ``pose`` (rows x
     angles or pose statistics): regressed out of ``X`` per fold, fitted on the training
     rows (:func:`neopain.learn.posecontrol.residualize`), as the select stage does.
+    ``backbone`` and ``layer`` name the feature table in every row.
     """
     out = []
     protocol = split["protocol"].iloc[0]
     selector = rankings["selector"].iloc[0] if len(rankings) else ""
     search = dict(search or {})
     subjects = meta["subject_id"].to_numpy()
-    for fold in sorted(split["fold"].unique()):
-        train_s, test_s = fold_subjects(split, fold)
-        tr = meta["subject_id"].isin(train_s).to_numpy()
-        te = meta["subject_id"].isin(test_s).to_numpy()
+    for fold, tr, te in iter_folds(split, subjects):
         rank = rankings[rankings["fold"] == fold].sort_values("rank")["feature"].to_numpy()
         if not te.any() or len(rank) == 0:
             log.warning("protocol %s fold %s: skipped (%s)", protocol, fold,
@@ -218,6 +220,8 @@ def score_folds(
                 part.insert(0, "selector", selector)
                 part.insert(0, "fold", fold)
                 part.insert(0, "protocol", protocol)
+                part.insert(0, "layer", layer)
+                part.insert(0, "backbone", backbone)
                 part["score"] = score
                 part["pred"] = pred
                 part["params"] = chosen
@@ -231,6 +235,7 @@ def cross_validate(
     X: np.ndarray, meta: pd.DataFrame, split: pd.DataFrame, selectors: dict[str, dict],
     ks: list[int], classifiers: dict[str, dict], seed: int = 0, preset: str = "default",
     search: dict | None = None, prefilter: dict | None = None,
+    *, backbone: str = "", layer: str = "",
 ) -> pd.DataFrame:
     """``select`` + ``classify`` in memory: per-frame test scores of every selector x k x
     classifier, each selector fitted per fold on the training subjects only."""
@@ -243,5 +248,5 @@ def cross_validate(
         ranks = rank_folds_array(X, subjects, y, split, sname, dict(sparams or {}),
                                  max(ks), prefilter=prefilter).to_pandas()
         frames.append(score_folds(X, meta, split, ranks, ks, classifiers, seed, preset,
-                                  search))
+                                  search, backbone=backbone, layer=layer))
     return pd.concat(frames, ignore_index=True)

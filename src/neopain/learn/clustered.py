@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from neopain.learn.evaluate import _midrank
+from neopain.learn.delong import midrank
 
 
 def _placements(y: np.ndarray, S: np.ndarray):
@@ -27,9 +27,9 @@ def _placements(y: np.ndarray, S: np.ndarray):
     among the positives (ties count one half) and the AUCs."""
     pos, neg = S[:, y == 1], S[:, y == 0]
     m, n = pos.shape[1], neg.shape[1]
-    tx = np.array([_midrank(r) for r in pos])
-    ty = np.array([_midrank(r) for r in neg])
-    tz = np.array([_midrank(r) for r in np.hstack([pos, neg])])
+    tx = np.array([midrank(r) for r in pos])
+    ty = np.array([midrank(r) for r in neg])
+    tz = np.array([midrank(r) for r in np.hstack([pos, neg])])
     v_pos = (tz[:, :m] - tx) / n
     v_neg = 1.0 - (tz[:, m:] - ty) / m
     return v_pos, v_neg, v_pos.mean(axis=1)

@@ -41,8 +41,10 @@ import pandas as pd
 import pyarrow as pa
 
 from neopain.learn.classify import SCORE_SCHEMA, score_folds
-from neopain.learn.evaluate import table7 as _table7, video_level
-from neopain.learn.split import fold_subjects
+from neopain.learn.evaluate import config_label, config_rows
+from neopain.learn.evaluate import table7 as _table7
+from neopain.learn.metrics import CONFIG, EXTRA, video_level
+from neopain.learn.split import iter_folds
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ def fusion_scores(
     selector_params: Mapping, classifiers: Mapping[str, Mapping], seed: int = 0,
     preset: str = "paper", search: Mapping | None = None,
     actions: np.ndarray | None = None, actions_k: int | None = 10,
+    *, backbone: str = "", layer: str = "",
 ) -> pd.DataFrame:
     """Per-frame test scores of deep, strain and fused features (see the module doc).
 
@@ -110,15 +113,13 @@ def fusion_scores(
     ``rankings`` the select stage's per-fold ranking, ``strain`` (n, m) per-keyframe
     strain features (NaN where a video has none); ``actions`` (n, a) per-keyframe
     video-level action statistics (NaN where a video has none) adds :data:`ACTION_SETS`.
+    ``backbone`` and ``layer`` name the deep feature table in every row.
     """
     ks = sorted({int(k) for k in ks})
     video_ids = meta["video_id"].to_numpy(dtype=object)
     y = meta["y"].to_numpy()
     out = []
-    for fold in sorted(split["fold"].unique()):
-        train_s, test_s = fold_subjects(split, fold)
-        tr = meta["subject_id"].isin(train_s).to_numpy()
-        te = meta["subject_id"].isin(test_s).to_numpy()
+    for fold, tr, te in iter_folds(split, meta["subject_id"].to_numpy()):
         rank = rankings[rankings["fold"] == fold].sort_values("rank")["feature"].to_numpy()
         if not te.any() or not tr.any() or len(rank) == 0:
             log.warning("fold %s: skipped (%s)", fold, "no test rows" if not te.any()
@@ -162,7 +163,8 @@ def fusion_scores(
                              [min(k, K) + ns + na]))
         for name, rk, kk in runs:
             part = score_folds(Xf, meta, split_f, rk, sorted(set(kk)), dict(classifiers),
-                               seed, preset=preset, search=dict(search or {}))
+                               seed, preset=preset, search=dict(search or {}),
+                               backbone=backbone, layer=layer)
             part["features"] = name
             out.append(part)
         log.info("fold %s: %d deep + %d strain features, %d train / %d test rows", fold, K,
@@ -175,10 +177,8 @@ def fusion_scores(
 # ----------------------------------------------------------------------------
 # Table 7
 # ----------------------------------------------------------------------------
-def _config_rows(scores: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
-    sel, k = row["selector"].rstrip(")").split("(")
-    return scores[(scores["features"] == row["features"]) & (scores["selector"] == sel)
-                  & (scores["k"] == int(k)) & (scores["classifier"] == row["classifier"])]
+def _shown(row: pd.Series) -> str:
+    return f"{config_label(row['selector'], row['k'])} {row['classifier']}"
 
 
 def delong_pairs(scores: pd.DataFrame, t7: pd.DataFrame, aggregation: str = "mean",
@@ -201,7 +201,8 @@ def delong_pairs(scores: pd.DataFrame, t7: pd.DataFrame, aggregation: str = "mea
                      ("deep+strain+actions", "fused"), ("deep+strain+actions", "deep")):
             if a not in chosen or b not in chosen:
                 continue
-            pa_, pb_ = _config_rows(part, chosen[a]), _config_rows(part, chosen[b])
+            pa_, pb_ = (config_rows(part, chosen[a], CONFIG + EXTRA),
+                        config_rows(part, chosen[b], CONFIG + EXTRA))
             for level in ("frame", "video"):
                 if level == "video":
                     da, db = (video_level(pa_, aggregation, quantile),
@@ -216,8 +217,7 @@ def delong_pairs(scores: pd.DataFrame, t7: pd.DataFrame, aggregation: str = "mea
                                        j["score_b"].to_numpy(), j["subject_id"].to_numpy())
                 res.pop("n_subjects")
                 rows.append({**sel, "level": level, "a": a, "b": b,
-                             "config_a": f"{chosen[a]['selector']} {chosen[a]['classifier']}",
-                             "config_b": f"{chosen[b]['selector']} {chosen[b]['classifier']}",
+                             "config_a": _shown(chosen[a]), "config_b": _shown(chosen[b]),
                              "n": len(j), **res})
     cols = groups + ["level", "a", "b", "config_a", "config_b", "n", "auc_a", "auc_b", "diff",
                      "se", "z", "p"]
@@ -238,7 +238,7 @@ def table7(metrics: pd.DataFrame, scores: pd.DataFrame, aggregation: str = "mean
         t.insert(0, "backbone", b)
         parts.append(t)
     t7 = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["backbone", "layer", "protocol", "features", "selector", "classifier"])
+        columns=["backbone", "layer", "protocol", "features", "selector", "k", "classifier"])
     dl = delong_pairs(scores, t7, aggregation, quantile)
     frame = dl[dl["level"] == "frame"]
     present = set(t7["features"]) if len(t7) else set()

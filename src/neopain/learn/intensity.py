@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from neopain.learn.split import fold_subjects
+from neopain.learn.split import iter_folds
 
 
 def _auc(y, s) -> float:
@@ -45,9 +45,7 @@ def fold_intensity(X: np.ndarray, meta: pd.DataFrame, split: pd.DataFrame, names
     protocol = split["protocol"].iloc[0]
     pspi_col = names.index("pspi") if "pspi" in names else None
     frames, coefs = [], []
-    for fold in sorted(split["fold"].unique()):
-        train_s, test_s = fold_subjects(split, fold)
-        tr, te = np.isin(subj, list(train_s)), np.isin(subj, list(test_s))
+    for fold, tr, te in iter_folds(split, subj):
         if not te.any() or len(np.unique(y[tr])) < 2:
             continue
         if audit is not None:

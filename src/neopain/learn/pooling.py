@@ -7,7 +7,7 @@ quantiles written ``q10``, ``q90`` (any integer percent). ``[mean, std]`` on a
 are ignored; a video with no finite frame gets NaNs (imputed by the model's
 training medians downstream). The frame-score route (frame classifiers, video
 score = mean of frame scores) is the other way to reach the video level
-(:mod:`neopain.learn.evaluate`).
+(:mod:`neopain.learn.metrics`).
 """
 
 from __future__ import annotations

@@ -13,10 +13,13 @@ every subject once with the role ``train`` or ``test``.  Kinds:
 * ``group_kfold``: ``n_splits`` folds of subjects, stratified by label
   (``StratifiedGroupKFold`` with ``seed``).
 
-:func:`check_disjoint` refuses any split that puts a subject on both sides.
+:func:`check_disjoint` refuses any split that puts a subject on both sides;
+:func:`iter_folds` is the one fold loop of the select, classify and fusion stages.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -132,3 +135,13 @@ def fold_subjects(split: pd.DataFrame, fold: int) -> tuple[set[str], set[str]]:
     if train & test:
         raise LeakageError(f"fold {fold}: subjects in both train and test: {sorted(train & test)}")
     return train, test
+
+
+def iter_folds(split: pd.DataFrame, subjects) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(fold, train, test)`` for every fold of ``split`` in fold order: boolean masks
+    over the rows whose subject ids are ``subjects`` (a row is training or test data by
+    its subject, never by itself; a subject the fold does not list is in neither)."""
+    subjects = pd.Series(np.asarray(subjects, dtype=object))
+    for fold in sorted(split["fold"].unique()):
+        train_s, test_s = fold_subjects(split, fold)
+        yield fold, subjects.isin(train_s).to_numpy(), subjects.isin(test_s).to_numpy()

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from neopain.learn.evaluate import with_selector_label
 from neopain.report.report_html import MIN_SUBJECTS_CI, TOO_FEW
 
 #: a per-recording statistic needs recordings of each class from at least this many
@@ -64,6 +65,7 @@ def headline(t5: pd.DataFrame, metrics: pd.DataFrame,
         }
     if t5.empty:
         return {"source": "none", "how": "no configuration predicts both classes"}
+    t5 = with_selector_label(t5)   # relieff(15): the configuration as the tables show it
     t = t5.assign(_a=t5["frame_accuracy"].fillna(-1), _u=t5["frame_auc"].fillna(-1))
     r = t.sort_values(["_a", "_u", "backbone", "layer", "protocol", "selector",
                        "classifier"], ascending=[False, False] + [True] * 5).iloc[0]

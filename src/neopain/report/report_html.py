@@ -17,7 +17,8 @@ import math
 
 import pandas as pd
 
-from neopain.learn.evaluate import MIN_SUBJECTS_CI, format_p, is_p_column
+from neopain.learn.metrics import MIN_SUBJECTS_CI
+from neopain.report.markdown import format_p, is_p_column
 TOO_FEW = "n/a (too few subjects)"
 #: tables longer than this get click-to-sort headers
 SORTABLE_ROWS = 12

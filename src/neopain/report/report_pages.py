@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from neopain.learn.chance import with_chance_rows
-from neopain.learn.evaluate import TABLE_METRICS
+from neopain.learn.evaluate import TABLE_METRICS, with_selector_label
 from neopain.report.report_html import MIN_SUBJECTS_CI, caption, display, page, table
 
 PLAIN = {"accuracy": "accuracy", "auc": "AUC", "balanced_accuracy": "balanced accuracy",
@@ -43,7 +43,7 @@ def _label_names(df: pd.DataFrame, positive: str, negative: str) -> pd.DataFrame
 def best_table_page(t: pd.DataFrame, chance: pd.DataFrame, title: str, chosen: str,
                     n_configurations: int, notes: list[str]) -> str:
     """Table 5 or 6 with the chance row after each protocol."""
-    shown = with_chance_rows(t, chance)
+    shown = with_chance_rows(with_selector_label(t), chance)
     cols = (["backbone", "layer", "protocol", "selector", "classifier"]
             + [f"{lv}_{m}{s}" for lv in ("frame", "video") for m in TABLE_METRICS
                for s in ("", "_lo", "_hi")]
@@ -97,6 +97,7 @@ def table7_page(t7: pd.DataFrame, notes: list[str]) -> str:
     cap = ("Table 7: per protocol, deep features alone, optical strain alone and both "
            "fused; the best configuration of each, chosen on the test results by frame "
            "accuracy (optimistic). Each cell: estimate (95% CI, bootstrap over subjects).")
+    t7 = with_selector_label(t7)
     return page("Table 7: deep, strain and fused features",
                 [caption(cap), table(display(t7, _names(t7)))]
                 + [caption(n, "note") for n in notes])

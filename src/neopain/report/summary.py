@@ -14,7 +14,7 @@ One row per estimate and protocol (video level):
   (seeded): an AUC near 0.5 shows the path cannot leak;
 * ``chance`` -- always answering the majority class (AUC 0.5).
 
-CIs: percentile bootstrap over subjects (:func:`neopain.learn.evaluate.bootstrap_ci`).
+CIs: percentile bootstrap over subjects (:func:`neopain.learn.metrics.bootstrap_ci`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from neopain.learn.evaluate import binary_metrics, bootstrap_ci
+from neopain.learn.metrics import binary_metrics, bootstrap_ci
 
 COLUMNS = ["estimate", "description", "protocol", "level", "auc", "auc_lo", "auc_hi",
            "balanced_accuracy", "balanced_accuracy_lo", "balanced_accuracy_hi", "accuracy",
@@ -151,7 +151,7 @@ def _paper_rows(metrics: pd.DataFrame | None, proto: str) -> list[dict]:
 
 def to_markdown(table: pd.DataFrame, notes: list[str]) -> str:
     """The summary as Markdown: one section per protocol, headline first."""
-    from neopain.learn.evaluate import _fmt
+    from neopain.report.markdown import fmt_cell
     from neopain.report.report_html import MIN_SUBJECTS_CI
 
     lines = ["# Summary: how well does it recognise pain?", ""]
@@ -173,7 +173,7 @@ def to_markdown(table: pd.DataFrame, notes: list[str]) -> str:
             if r["configuration"]:
                 what += f": {r['configuration']}"
             lines.append(f"| {r['estimate']} | {ci('auc')} | {ci('balanced_accuracy')} | "
-                         f"{_fmt(r['sensitivity'])} | {_fmt(r['specificity'])} | "
+                         f"{fmt_cell(r['sensitivity'])} | {fmt_cell(r['specificity'])} | "
                          f"{int(r['n_videos'])} ({int(r['n_pos'])}) | {int(r['n_subjects'])} | "
                          f"{what} |")
         lines.append("")
