@@ -1,3 +1,10 @@
+# The workflow's wiring (as common.smk in snakemake-workflows/rna-seq-star-deseq2): the
+# configuration and sample sheet validated (schema defaults filled in: rules read them
+# without defaults of their own), the videos and their shards, input functions, and, in
+# common/, every setting derived from the config (settings.smk) and the aggregated inputs and
+# final targets (targets.smk, get_final_output). Rule files read names defined here only.
+# Parse time imports only what validation needs (no OpenCV, torch or scikit-learn:
+# tests/test_wiring.py).
 import os
 import sys
 from pathlib import Path
@@ -16,11 +23,14 @@ if _SRC.is_dir() and str(_SRC) not in sys.path:
     sys.path.insert(0, str(_SRC))
 
 from neopain.core.samples import (  # noqa: E402
+    ID_RE,
     SampleSheetError,
     check_study,
     load_samples,
     missing_paths,
+    read_sheet,
 )
+from neopain.core.runrecord import report_text_path  # noqa: E402
 from neopain.core.shards import assign as assign_shards  # noqa: E402
 from neopain.core.shards import membership_digest  # noqa: E402
 from neopain.core.studyconfig import (  # noqa: E402
@@ -57,13 +67,8 @@ validate(SAMPLES[["video_id", "subject_id", "path", "label"]].reset_index(drop=T
 VIDEOS = list(SAMPLES.index)
 # per-video work runs in stable shards of videos (neopain.core.shards, docs/scale.md): one job
 # per shard and stage, writing the same per-video files a per-video rule would
-SHARD_CFG = dict(config.get("shards") or {})
-SHARDS = assign_shards(VIDEOS, int(SHARD_CFG.get("count", 16)))
+SHARDS = assign_shards(VIDEOS, config["shards"]["count"])
 SELECTORS = config["select"]["selectors"]
-LAYER_TARGETS = [(b, layer) for b, spec in BACKBONES.items() for layer in spec["layers"]]
-# texture baselines (texture.smk): enabled ones are one more backbone x layer ("grid")
-TEXTURE = [m for m, spec in (config.get("texture") or {}).items() if spec.get("enabled")]
-LAYER_TARGETS += [(m, "grid") for m in TEXTURE]
 
 
 wildcard_constraints:
@@ -72,6 +77,7 @@ wildcard_constraints:
     layer=r"[A-Za-z0-9][A-Za-z0-9_]*",
     protocol=r"[A-Za-z0-9_]+",
     selector=r"[A-Za-z0-9_]+",
+    fold=r"\d+",
 
 
 _PATHS_CHECKED = []
@@ -120,9 +126,6 @@ def shard_manifest(stage, shard):
     return f"results/shards/{stage}/{shard}.{membership_digest(SHARDS[shard])}.json"
 
 
-TRACK_MANIFESTS = [shard_manifest("track", sh) for sh in SHARDS]
-
-
 def per_video(pattern, videos):
     """``pattern`` with {video} filled in for each video of a shard (other wildcards kept)."""
     return [pattern.replace("{video}", v) for v in videos]
@@ -130,8 +133,8 @@ def per_video(pattern, videos):
 
 def stage(name):
     """The effective configuration of one stage (its params; a change reruns it)."""
-    return dict(config.get(name, {}))
+    return dict(config[name])
 
 
-def all_layer_files(pattern):
-    return [pattern.format(backbone=b, layer=layer) for b, layer in LAYER_TARGETS]
+include: "common/settings.smk"
+include: "common/targets.smk"

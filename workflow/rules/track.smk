@@ -23,7 +23,7 @@ for _shard, _vids in SHARDS.items():
             crop=stage("crop"),
             keyframes=stage("keyframes"),
             fps_for_images=config["fps_for_images"],
-            shards={"keep_frames_mb": SHARD_CFG.get("keep_frames_mb", 1024)},
+            shards={"keep_frames_mb": config["shards"]["keep_frames_mb"]},
         threads: 1
         log:
             shard=f"logs/shards/track_{_shard}.log",
