@@ -52,7 +52,7 @@ if config["positive_label"] not in config["labels"]:
 # Everything but the sheet's paths is checked here, before any job; the paths are checked
 # when the DAG is built (video_source), so --lint and --dry-run need no data.
 try:
-    SAMPLES = load_samples(config["samples"], config["labels"], config.get("data_root"),
+    SAMPLES = load_samples(config["samples"], config["labels"], config["data_root"],
                            check_paths=False)
     BACKBONES, PROTOCOLS = select_run(config)  # run.{backbones,protocols}, default: all
     check_study(SAMPLES, config["labels"], PROTOCOLS)

@@ -67,7 +67,7 @@ rule gather_features:
         video_ids=VIDEOS,
         positive_label=config["positive_label"],
         labels=config["labels"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
     log:
         "logs/gather_features/{backbone}/{layer}.log",
     conda:

@@ -20,7 +20,7 @@ rule finetune:
     params:
         labels=config["labels"],
         positive_label=config["positive_label"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
         layer=FT_LAYER,
         backbone_cfg=lambda wc: ft_backbone_cfg(wc.backbone),
         weights_dir=config["extract"]["weights_dir"],
@@ -51,8 +51,8 @@ rule cascade_stage1:
         model="results/cascade/stage1/{backbone}/model.safetensors",
         sidecar="results/cascade/stage1/{backbone}/model.json",
     params:
-        aux_data_root=FT_AUX.get("data_root"),
-        aux_labels=FT_AUX.get("labels"),
+        aux_data_root=FT_AUX["data_root"],
+        aux_labels=FT_AUX["labels"],
         video_stride=FT_AUX["video_stride"],
         layer=FT_LAYER,
         backbone_cfg=lambda wc: ft_backbone_cfg(wc.backbone),
@@ -89,7 +89,7 @@ rule cascade:
     params:
         labels=config["labels"],
         positive_label=config["positive_label"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
         layer=FT_LAYER,
         backbone_cfg=lambda wc: ft_backbone_cfg(wc.backbone),
         weights_dir=config["extract"]["weights_dir"],

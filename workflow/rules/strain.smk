@@ -44,7 +44,7 @@ rule gather_strain:
         peaks=STRAIN["peaks"],
         positive_label=config["positive_label"],
         labels=config["labels"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
     log:
         "logs/gather_strain.log",
     conda:

@@ -53,7 +53,7 @@ rule qc_summary:
         qc=per_video("results/tracks/{video}.qc.json", VIDEOS),
         montages=per_video("results/qc/{video}.montage.png", VIDEOS),
         labels=config["labels"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
     log:
         "logs/qc_summary.log",
     conda:

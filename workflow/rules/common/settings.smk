@@ -62,11 +62,11 @@ NESTED_PARTS = ("scores", "choices", "predictions", "permuted")
 FT = config["finetune"]
 FT_ENABLED = FT["enabled"]
 FT_LAYER = FT["layer"]
-FT_BACKBONES = list(FT.get("backbones") or list(BACKBONES)[:1])
-FT_PROTOCOLS = list(FT.get("protocols") or PROTOCOLS)
+FT_BACKBONES = list(FT["backbones"] or list(BACKBONES)[:1])
+FT_PROTOCOLS = list(FT["protocols"] or PROTOCOLS)
 FT_CASCADE = FT["cascade"]
 FT_AUX = FT_CASCADE["aux"]
-FT_CASCADE_ON = FT_CASCADE["enabled"] and bool(FT_AUX.get("samples"))
+FT_CASCADE_ON = FT_CASCADE["enabled"] and bool(FT_AUX["samples"])
 FT_RESUME = FT["resume_dir"]
 FT_RUN = {k: FT[k] for k in ("device", "precision", "workers")}
 # settings that are not training settings (the rest are, see neopain.finetune.finetune.DEFAULTS)
@@ -107,7 +107,7 @@ def protocol_folds(name):
 
 
 def ft_aux_input(wildcards):
-    if not FT_AUX.get("samples"):
+    if not FT_AUX["samples"]:
         raise WorkflowError("cascade_stage1 needs finetune.cascade.aux.samples: a sheet "
                             "(path, label[, subject_id]) or a folder of label subfolders")
     return FT_AUX["samples"]
