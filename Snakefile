@@ -16,15 +16,15 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/texture.smk"
 include: "workflow/rules/actions.smk"
 include: "workflow/rules/strain.smk"
-include: "workflow/rules/fusion.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/fusion.smk"
 include: "workflow/rules/nested.smk"
 include: "workflow/rules/finetune.smk"
-include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
