@@ -73,7 +73,7 @@ def test_epochs_from_a_csv(tmp_path):
 def test_video_sheet_and_epochs_share_the_sheet_reader(tmp_path):
     """predict.videos and epoch files are read like sample sheets: whole-line comments,
     ``#`` inside a field is data, errors name the file's line."""
-    from neopain.deploy.plan import predict_baselines, predict_videos
+    from neopain.deploy.plan import read_predict_sheet
 
     (tmp_path / "take#2.mp4").write_bytes(b"")
     (tmp_path / "rest.mp4").write_bytes(b"")
@@ -81,14 +81,15 @@ def test_video_sheet_and_epochs_share_the_sheet_reader(tmp_path):
     sheet.write_text("# new recordings\nvideo_id,path,baseline_path\n"
                      "a,take#2.mp4,rest.mp4\nb,take#2.mp4,\n")
     cfg = {"model": "m.neopain", "videos": str(sheet)}
-    assert predict_videos(cfg) == {v: str((tmp_path / "take#2.mp4").resolve()) for v in "ab"}
-    assert predict_baselines(cfg) == {"a": str((tmp_path / "rest.mp4").resolve())}
-    assert predict_videos({"videos": str(sheet)}) == {}      # no model: nothing to predict
+    videos, baselines = read_predict_sheet(cfg)
+    assert videos == {v: str((tmp_path / "take#2.mp4").resolve()) for v in "ab"}
+    assert baselines == {"a": str((tmp_path / "rest.mp4").resolve())}
+    assert read_predict_sheet({"videos": str(sheet)}) == ({}, {})  # no model: nothing to predict
     sheet.write_text("# new recordings\nvideo_id,path\na,take#2.mp4\nb,gone.mp4\n")
     with pytest.raises(ValueError, match=r"videos.csv: line 4 \(video_id='b'\): path .*gone"):
-        predict_videos(cfg)
+        read_predict_sheet(cfg)
     with pytest.raises(ValueError, match="nowhere.csv: video sheet not found"):
-        predict_videos({**cfg, "videos": str(tmp_path / "nowhere.csv")})
+        read_predict_sheet({**cfg, "videos": str(tmp_path / "nowhere.csv")})
     ep = tmp_path / "epochs.tsv"
     ep.write_text("# NIPS periods\nstart\tend\tlabel\n0\t5\tcam#2 rest\n\n5\t4\tbad\n")
     with pytest.raises(ValueError, match="epochs.tsv: row 5: need finite start < end"):

@@ -4,18 +4,7 @@
 # that select/classify/evaluate take as one more backbone: actions/frame (keyframes) and
 # actions/video (one row per video: temporal statistics over a per-video baseline), and
 # actions/pose (head-pose statistics alone: how much pose separates the classes).
-
-ACTIONS = (config.get("actions") or {}).get("enabled", False)
-# head pose regressed out of the actions tables inside every fit (select, classify, nested;
-# neopain.learn.posecontrol); actions/pose = pose statistics alone, the control row
-ACTIONS_POSE_REGRESSION = bool((config.get("actions") or {}).get("pose_regression", False))
-# the out-of-fold per-frame intensity model (neopain.learn.intensity), per protocol
-ACTIONS_INTENSITY = dict((config.get("actions") or {}).get("intensity") or {})
-ACTIONS_TARGETS = []
-if ACTIONS:
-    LAYER_TARGETS += [("actions", "frame"), ("actions", "video"), ("actions", "pose")]
-    if ACTIONS_INTENSITY.get("enabled", False):
-        ACTIONS_TARGETS = expand("results/actions/intensity/{protocol}.md", protocol=PROTOCOLS)
+# Settings (ACTIONS*, LAYER_TARGETS gaining the three tables): common/settings.smk.
 
 
 ruleorder: gather_actions_video > gather_features
@@ -33,8 +22,7 @@ rule actions:
         video="results/features/actions/_per_video_stats/{video}.parquet",
     params:
         video=video_params,
-        actions={k: v for k, v in stage("actions").items()
-                 if k not in ("pose_regression", "intensity")},
+        actions=ACTIONS_DESCRIPTORS,
     threads: 1
     log:
         "logs/actions/{video}.log",
@@ -64,7 +52,7 @@ rule gather_actions_video:
         video_ids=VIDEOS,
         positive_label=config["positive_label"],
         labels=config["labels"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
     log:
         "logs/gather_features/{backbone}/{layer}.log",
     conda:
@@ -85,10 +73,9 @@ rule actions_intensity:
         summary="results/actions/intensity/{protocol}_summary.parquet",
         md="results/actions/intensity/{protocol}.md",
     params:
-        C=ACTIONS_INTENSITY.get("C", 1.0),
+        C=ACTIONS_INTENSITY["C"],
         pose_regression=ACTIONS_POSE_REGRESSION,
-        actions={k: v for k, v in stage("actions").items()
-                 if k not in ("pose_regression", "intensity")},
+        actions=ACTIONS_DESCRIPTORS,
     threads: 1
     log:
         "logs/actions_intensity/{protocol}.log",

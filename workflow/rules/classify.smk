@@ -9,13 +9,11 @@ rule classify:
     params:
         k=config["select"]["k"],
         classifiers=config["classify"]["classifiers"],
-        preset=config["classify"].get("preset", "paper"),
-        search=config["classify"].get("search", {"enabled": False}),
-        seed=config.get("seed", 0),
+        preset=config["classify"]["preset"],
+        search=config["classify"]["search"],
+        seed=config["seed"],
         baseline=config["baseline"],
-        # actions tables only (actions.smk): head pose regressed out within each fold
-        pose_regression=lambda wc: ACTIONS_POSE_REGRESSION and wc.backbone == "actions"
-        and wc.layer != "pose",
+        pose_regression=regress_pose,  # actions tables only (actions.smk)
     threads: 1
     log:
         "logs/classify/{backbone}/{layer}/{protocol}/{selector}.log",

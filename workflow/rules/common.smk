@@ -1,3 +1,10 @@
+# The workflow's wiring (as common.smk in snakemake-workflows/rna-seq-star-deseq2): the
+# configuration and sample sheet validated (schema defaults filled in: rules read them
+# without defaults of their own), the videos and their shards, input functions, and, in
+# common/, every setting derived from the config (settings.smk) and the aggregated inputs and
+# final targets (targets.smk, get_final_output). Rule files read names defined here only.
+# Parse time imports only what validation needs (no OpenCV, torch or scikit-learn:
+# tests/test_wiring.py).
 import os
 import sys
 from pathlib import Path
@@ -21,6 +28,8 @@ from neopain.core.samples import (  # noqa: E402
     load_samples,
     missing_paths,
 )
+from neopain.core.runrecord import report_text_path  # noqa: E402
+from neopain.deploy.plan import read_predict_sheet  # noqa: E402
 from neopain.core.shards import assign as assign_shards  # noqa: E402
 from neopain.core.shards import membership_digest  # noqa: E402
 from neopain.core.studyconfig import (  # noqa: E402
@@ -42,7 +51,7 @@ if config["positive_label"] not in config["labels"]:
 # Everything but the sheet's paths is checked here, before any job; the paths are checked
 # when the DAG is built (video_source), so --lint and --dry-run need no data.
 try:
-    SAMPLES = load_samples(config["samples"], config["labels"], config.get("data_root"),
+    SAMPLES = load_samples(config["samples"], config["labels"], config["data_root"],
                            check_paths=False)
     BACKBONES, PROTOCOLS = select_run(config)  # run.{backbones,protocols}, default: all
     check_study(SAMPLES, config["labels"], PROTOCOLS)
@@ -57,13 +66,8 @@ validate(SAMPLES[["video_id", "subject_id", "path", "label"]].reset_index(drop=T
 VIDEOS = list(SAMPLES.index)
 # per-video work runs in stable shards of videos (neopain.core.shards, docs/scale.md): one job
 # per shard and stage, writing the same per-video files a per-video rule would
-SHARD_CFG = dict(config.get("shards") or {})
-SHARDS = assign_shards(VIDEOS, int(SHARD_CFG.get("count", 16)))
+SHARDS = assign_shards(VIDEOS, config["shards"]["count"])
 SELECTORS = config["select"]["selectors"]
-LAYER_TARGETS = [(b, layer) for b, spec in BACKBONES.items() for layer in spec["layers"]]
-# texture baselines (texture.smk): enabled ones are one more backbone x layer ("grid")
-TEXTURE = [m for m, spec in (config.get("texture") or {}).items() if spec.get("enabled")]
-LAYER_TARGETS += [(m, "grid") for m in TEXTURE]
 
 
 wildcard_constraints:
@@ -72,6 +76,7 @@ wildcard_constraints:
     layer=r"[A-Za-z0-9][A-Za-z0-9_]*",
     protocol=r"[A-Za-z0-9_]+",
     selector=r"[A-Za-z0-9_]+",
+    fold=r"\d+",
 
 
 _PATHS_CHECKED = []
@@ -120,9 +125,6 @@ def shard_manifest(stage, shard):
     return f"results/shards/{stage}/{shard}.{membership_digest(SHARDS[shard])}.json"
 
 
-TRACK_MANIFESTS = [shard_manifest("track", sh) for sh in SHARDS]
-
-
 def per_video(pattern, videos):
     """``pattern`` with {video} filled in for each video of a shard (other wildcards kept)."""
     return [pattern.replace("{video}", v) for v in videos]
@@ -130,8 +132,8 @@ def per_video(pattern, videos):
 
 def stage(name):
     """The effective configuration of one stage (its params; a change reruns it)."""
-    return dict(config.get(name, {}))
+    return dict(config[name])
 
 
-def all_layer_files(pattern):
-    return [pattern.format(backbone=b, layer=layer) for b, layer in LAYER_TARGETS]
+include: "common/settings.smk"
+include: "common/targets.smk"

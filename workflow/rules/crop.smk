@@ -25,7 +25,7 @@ for _shard, _vids in SHARDS.items():
             tracks=per_video("results/tracks/{video}.parquet", _vids),
             qc=per_video("results/tracks/{video}.qc.json", _vids),
             report=stage("report"),
-            crop_size=config.get("crop", {}).get("size", 224),
+            crop_size=config["crop"]["size"],
         log:
             f"logs/shards/qc_montage_{_shard}.log",
         group:

@@ -1,16 +1,8 @@
-ROC_TARGETS = [(b, layer, p) for b, layer in LAYER_TARGETS for p in PROTOCOLS]
-
-
 rule evaluate:
     """Frame- and video-level metrics with subject-bootstrap CIs; Tables 5 and 6, DeLong
     tests (best ReliefF vs best SU configuration) and ROC curves of the Table 5 choices."""
     input:
-        [
-            f"results/scores/{b}/{layer}/{p}/{s}.parquet"
-            for b, layer in LAYER_TARGETS
-            for p in PROTOCOLS
-            for s in SELECTORS
-        ],
+        SCORE_FILES,  # every backbone x layer x protocol x selector (common/targets.smk)
     output:
         metrics="results/evaluation/metrics.parquet",
         table5="results/evaluation/table5.md",
@@ -49,11 +41,7 @@ rule evaluate:
             for b, layer, p in ROC_TARGETS
         ],
     params:
-        aggregation=config.get("evaluate", {}).get("video_aggregation", "mean"),
-        quantile=config.get("evaluate", {}).get("quantile", 0.9),
-        n_boot=config.get("evaluate", {}).get("n_boot", 1000),
-        ci_level=config.get("evaluate", {}).get("ci_level", 0.95),
-        seed=config.get("seed", 0),
+        **EVALUATE_PARAMS,  # aggregation, quantile, n_boot, ci_level, seed
         roc_targets=ROC_TARGETS,
     log:
         "logs/evaluate.log",

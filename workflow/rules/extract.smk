@@ -25,13 +25,13 @@ for _backbone in BACKBONES:
                 backbone=_backbone,
                 layers=BACKBONES[_backbone]["layers"],
                 backbone_cfg={k: v for k, v in BACKBONES[_backbone].items() if k != "layers"},
-                weights_dir=config["extract"].get("weights_dir", "resources/weights"),
-                device=config["extract"].get("device", "auto"),
-                batch_size=config["extract"].get("batch_size", 32),
-                precision=config["extract"].get("precision", "auto"),
-                dtype=config["extract"].get("dtype", "float32"),
-                workers=config["extract"].get("workers", 2),
-                fast_decode=config["extract"].get("fast_decode", True),
+                weights_dir=config["extract"]["weights_dir"],
+                device=config["extract"]["device"],
+                batch_size=config["extract"]["batch_size"],
+                precision=config["extract"]["precision"],
+                dtype=config["extract"]["dtype"],
+                workers=config["extract"]["workers"],
+                fast_decode=config["extract"]["fast_decode"],
             threads: 2
             log:
                 f"logs/extract/{_backbone}/_shard_{_shard}.log",
@@ -67,7 +67,7 @@ rule gather_features:
         video_ids=VIDEOS,
         positive_label=config["positive_label"],
         labels=config["labels"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
     log:
         "logs/gather_features/{backbone}/{layer}.log",
     conda:

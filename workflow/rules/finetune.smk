@@ -5,28 +5,14 @@
 #   cascade         per (backbone, protocol, fold): from the stage-1 checkpoint, new head
 #   evaluate_finetune  frozen features vs fine-tuned vs cascaded, DeLong p-values
 # `rule all` asks for results/evaluation/finetune.{md,parquet} only with finetune.enabled.
-
-
-include: "finetune_common.smk"
-
-
-wildcard_constraints:
-    fold=r"\d+",
-
-
-_FT_TARGET_INPUT = dict(
-    crops=expand("results/crops/{video}.parquet", video=VIDEOS),
-    keyframes=expand("results/keyframes/{video}.parquet", video=VIDEOS),
-    split="results/splits/{protocol}.parquet",
-    samples=config["samples"],
-)
+# Settings (FT_*, ft_settings) and fold lists: common/settings.smk, common/targets.smk.
 
 
 rule finetune:
     """Fine-tune a backbone (new head) on one fold's training subjects; score its test
     subjects (results/scores schema)."""
     input:
-        **_FT_TARGET_INPUT,
+        **FT_FOLD_INPUT,
     output:
         model="results/finetune/{backbone}/{protocol}/fold{fold}/model.safetensors",
         sidecar="results/finetune/{backbone}/{protocol}/fold{fold}/model.json",
@@ -34,11 +20,11 @@ rule finetune:
     params:
         labels=config["labels"],
         positive_label=config["positive_label"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
         video_ids=VIDEOS,
         layer=FT_LAYER,
         backbone_cfg=lambda wc: ft_backbone_cfg(wc.backbone),
-        weights_dir=config["extract"].get("weights_dir", "resources/weights"),
+        weights_dir=config["extract"]["weights_dir"],
         train=ft_settings(),
         device=FT_RUN["device"],
         precision=FT_RUN["precision"],
@@ -66,12 +52,12 @@ rule cascade_stage1:
         model="results/cascade/stage1/{backbone}/model.safetensors",
         sidecar="results/cascade/stage1/{backbone}/model.json",
     params:
-        aux_data_root=FT_AUX.get("data_root"),
-        aux_labels=FT_AUX.get("labels"),
-        video_stride=FT_AUX.get("video_stride", 5),
+        aux_data_root=FT_AUX["data_root"],
+        aux_labels=FT_AUX["labels"],
+        video_stride=FT_AUX["video_stride"],
         layer=FT_LAYER,
         backbone_cfg=lambda wc: ft_backbone_cfg(wc.backbone),
-        weights_dir=config["extract"].get("weights_dir", "resources/weights"),
+        weights_dir=config["extract"]["weights_dir"],
         train=ft_settings("stage1"),
         device=FT_RUN["device"],
         precision=FT_RUN["precision"],
@@ -94,7 +80,7 @@ rule cascade:
     """Cascade stage 2: from the stage-1 checkpoint, a new head, one fold's training
     subjects; scores of its test subjects (results/scores schema)."""
     input:
-        **_FT_TARGET_INPUT,
+        **FT_FOLD_INPUT,
         stage1="results/cascade/stage1/{backbone}/model.safetensors",
         stage1_sidecar="results/cascade/stage1/{backbone}/model.json",
     output:
@@ -104,11 +90,11 @@ rule cascade:
     params:
         labels=config["labels"],
         positive_label=config["positive_label"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
         video_ids=VIDEOS,
         layer=FT_LAYER,
         backbone_cfg=lambda wc: ft_backbone_cfg(wc.backbone),
-        weights_dir=config["extract"].get("weights_dir", "resources/weights"),
+        weights_dir=config["extract"]["weights_dir"],
         train=ft_settings("stage2"),
         device=FT_RUN["device"],
         precision=FT_RUN["precision"],
@@ -141,11 +127,7 @@ rule evaluate_finetune:
     params:
         layer=FT_LAYER,
         cascade=FT_CASCADE_ON,
-        aggregation=config.get("evaluate", {}).get("video_aggregation", "mean"),
-        quantile=config.get("evaluate", {}).get("quantile", 0.9),
-        n_boot=config.get("evaluate", {}).get("n_boot", 1000),
-        ci_level=config.get("evaluate", {}).get("ci_level", 0.95),
-        seed=config.get("seed", 0),
+        **EVALUATE_PARAMS,  # aggregation, quantile, n_boot, ci_level, seed
     log:
         "logs/evaluate_finetune.log",
     conda:

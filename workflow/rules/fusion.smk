@@ -2,21 +2,8 @@
 # (issue 6). fusion: per backbone x layer x protocol x selector, per fold, the fold's
 # top-k deep features (the select stage's ranking, training subjects only) + the
 # strain features, scored as deep alone, strain alone and fused; evaluate_fusion:
-# Table 7 with DeLong tests. Only the deep backbones of extract.backbones are fused.
-# Included before select.smk (which reads FUSION_RANK_K).
-
-FUSION = config.get("fusion") or {}
-FUSION_K = list(FUSION.get("k", [15]))
-# the select stage keeps rankings long enough for these too (select.smk: max_k)
-FUSION_RANK_K = FUSION_K if STRAIN_ON else []
-FUSION_TARGETS = [
-    (b, layer, p, s)
-    for b, spec in BACKBONES.items()
-    for layer in spec["layers"]
-    for p in PROTOCOLS
-    for s in SELECTORS
-]
-TABLE7 = ["results/evaluation/table7.md"] if STRAIN_ON else []
+# Table 7 with DeLong tests. Only the deep backbones of extract.backbones are fused
+# (FUSION_FILES, common/targets.smk); settings (FUSION*): common/settings.smk.
 
 
 rule fusion:
@@ -32,13 +19,13 @@ rule fusion:
         "results/fusion/{backbone}/{layer}/{protocol}/{selector}.parquet",
     params:
         k=FUSION_K,
-        strain_k=FUSION.get("strain_k", 5),
-        actions_k=FUSION.get("actions_k", 10),
+        strain_k=FUSION["strain_k"],
+        actions_k=FUSION["actions_k"],
         selector=lambda wc: SELECTORS[wc.selector],
         classifiers=config["classify"]["classifiers"],
-        preset=config["classify"].get("preset", "paper"),
-        search=config["classify"].get("search", {"enabled": False}),
-        seed=config.get("seed", 0),
+        preset=config["classify"]["preset"],
+        search=config["classify"]["search"],
+        seed=config["seed"],
         baseline=config["baseline"],
     threads: 1
     log:
@@ -52,19 +39,15 @@ rule fusion:
 rule evaluate_fusion:
     """Table 7: strain alone, deep alone and fused, with DeLong tests between them."""
     input:
-        scores=[f"results/fusion/{b}/{layer}/{p}/{s}.parquet" for b, layer, p, s in FUSION_TARGETS],
+        scores=FUSION_FILES,
     output:
         table7="results/evaluation/table7.md",
         table7_parquet="results/evaluation/table7.parquet",
         delong_parquet="results/evaluation/table7_delong.parquet",
         metrics="results/evaluation/fusion_metrics.parquet",
     params:
-        aggregation=config.get("evaluate", {}).get("video_aggregation", "mean"),
-        quantile=config.get("evaluate", {}).get("quantile", 0.9),
-        n_boot=config.get("evaluate", {}).get("n_boot", 1000),
-        ci_level=config.get("evaluate", {}).get("ci_level", 0.95),
-        seed=config.get("seed", 0),
-        fusion={"k": FUSION_K, "strain_k": FUSION.get("strain_k", 5)},
+        **EVALUATE_PARAMS,  # aggregation, quantile, n_boot, ci_level, seed
+        fusion={"k": FUSION_K, "strain_k": FUSION["strain_k"]},
     log:
         "logs/evaluate_fusion.log",
     conda:

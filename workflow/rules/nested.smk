@@ -4,18 +4,7 @@
 # outer fold's training subjects, the best one scored on the outer test subjects
 # (neopain.learn.nested); nested_summary: results/evaluation/summary.{md,parquet}, the nested
 # estimate beside best-of-N (optimistic), median, permuted-label and chance rows.
-
-NESTED = config["nested"]
-NESTED_ON = bool(NESTED["enabled"])
-NESTED_PROTOCOLS = list(NESTED["protocols"] or PROTOCOLS)
-NESTED_TABLES = (
-    [(t["backbone"], t["layer"]) for t in NESTED["tables"]] if NESTED["tables"] else LAYER_TARGETS
-)
-NESTED_PARTS = ("scores", "choices", "predictions", "permuted")
-NESTED_TARGETS = (
-    ["results/evaluation/summary.md", "results/report/summary.html",
-     "results/evaluation/roc_summary.png"] if NESTED_ON else []
-)
+# Settings (NESTED*): common/settings.smk.
 
 
 rule nested:
@@ -27,7 +16,7 @@ rule nested:
         **{k: f"results/nested/{{protocol}}/{k}.parquet" for k in NESTED_PARTS},
     params:
         tables=NESTED_TABLES,
-        spec={k: v for k, v in NESTED.items() if k not in ("enabled", "protocols", "tables")},
+        spec=NESTED_SPACE,
         seed=config["seed"],
         pose_regression=ACTIONS_POSE_REGRESSION,  # actions.smk: actions tables' head pose
     threads: 1

@@ -33,28 +33,15 @@ onerror:
 
 
 # The report's landing text and HTML result pages (issue 17). `snakemake --report` shows
-# .html results inside the page. The workflow-level `report:` text is the landing text
-# plus the Run section from the run record (.snakemake/neopain/report.rst, written after
-# the record), else results/report/landing.rst, else (before any run)
-# workflow/report/workflow.rst; the profile's report-metadata adds the landing numbers.
-# Optional inputs: Table 7 (strain.enabled) and issue 14's nested summary, taken when
-# nested.smk (included before this file) defines a non-empty NESTED_TARGETS.
-REPORT_OPTIONAL = {}
-if TABLE7:
-    REPORT_OPTIONAL["table7"] = "results/evaluation/table7.parquet"
-if FT_ENABLED:
-    REPORT_OPTIONAL["finetune"] = "results/evaluation/finetune.parquet"
-if globals().get("NESTED_TARGETS"):
-    REPORT_OPTIONAL["nested"] = "results/evaluation/summary.parquet"
+# .html results inside the page. The workflow-level `report:` text (REPORT_TEXT,
+# common/settings.smk) is the landing text plus the Run section from the run record, else
+# the landing text, else (before any run) workflow/report/workflow.rst; the profile's
+# report-metadata adds the landing numbers. Optional inputs (REPORT_OPTIONAL,
+# common/targets.smk): Table 7 (strain.enabled), fine-tuning, the nested summary.
 _RESULTS = "1. Results"
-REPORT_TARGETS = ["results/report/landing.rst"]
-
-from neopain.report.landing import report_text_path  # noqa: E402
-
-_REPORT_TEXT = report_text_path(".")
 
 
-report: str(_REPORT_TEXT) if _REPORT_TEXT else "../report/workflow.rst"
+report: str(REPORT_TEXT) if REPORT_TEXT else "../report/workflow.rst"
 
 
 rule report_pages:
@@ -90,14 +77,14 @@ rule report_pages:
                        category="2. Tracking QC", subcategory="Summary"),
         **({"table7": report("results/report/table7.html", caption="../report/table7.rst",
                              category=_RESULTS, subcategory="Tables 5 and 6")}
-           if TABLE7 else {}),
+           if STRAIN_ON else {}),
         **({"finetune": report("results/report/finetune.html",
                                caption="../report/finetune.rst", category=_RESULTS,
                                subcategory="Fine-tuning")}
            if FT_ENABLED else {}),
     params:
-        evaluate=config.get("evaluate", {}),
-        show_faces=config.get("report", {}).get("show_faces", False),
+        evaluate=config["evaluate"],
+        show_faces=config["report"]["show_faces"],
     log:
         "logs/report_pages.log",
     conda:

@@ -7,12 +7,10 @@ rule select:
         "results/selection/{backbone}/{layer}/{protocol}/{selector}.parquet",
     params:
         selector=lambda wc: SELECTORS[wc.selector],
-        max_k=max(config["select"]["k"] + FUSION_RANK_K),  # fusion.smk: fusion.k too
-        prefilter=config["select"].get("prefilter", {"method": "none"}),
+        max_k=SELECT_MAX_K,  # select.k and, with strain, fusion.k (Table 7)
+        prefilter=config["select"]["prefilter"],
         baseline=config["baseline"],
-        # actions tables only (actions.smk): head pose regressed out within each fold
-        pose_regression=lambda wc: ACTIONS_POSE_REGRESSION and wc.backbone == "actions"
-        and wc.layer != "pose",
+        pose_regression=regress_pose,  # actions tables only (actions.smk)
     threads: 2
     log:
         "logs/select/{backbone}/{layer}/{protocol}/{selector}.log",

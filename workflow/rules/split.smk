@@ -9,7 +9,7 @@ rule split:
         qc=per_video("results/tracks/{video}.qc.json", VIDEOS),
         spec=lambda wc: PROTOCOLS[wc.protocol],
         labels=config["labels"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
     log:
         "logs/split/{protocol}.log",
     conda:

@@ -1,9 +1,7 @@
 # Optical-strain features (issue 6; the handcrafted half of the paper's Table 7).
 # strain_<shard>: each video's strain-over-time signal per face region (Farneback flow between
 # consecutive aligned crops); gather_strain: peak statistics per region of every video.
-
-STRAIN = config.get("strain") or {}
-STRAIN_ON = bool(STRAIN.get("enabled", True))
+# Settings (STRAIN*): common/settings.smk.
 
 
 for _shard, _vids in SHARDS.items():
@@ -19,7 +17,7 @@ for _shard, _vids in SHARDS.items():
         params:
             videos=shard_videos(_vids),
             crops=per_video("results/crops/{video}.parquet", _vids),
-            strain={k: v for k, v in STRAIN.items() if k not in ("enabled", "peaks")},
+            strain=STRAIN_SIGNAL,
         threads: 1
         log:
             f"logs/shards/strain_{_shard}.log",
@@ -44,10 +42,10 @@ rule gather_strain:
     params:
         signals=per_video("results/strain/{video}.parquet", VIDEOS),
         video_ids=VIDEOS,  # parallel to signals
-        peaks=STRAIN.get("peaks", {}),
+        peaks=STRAIN["peaks"],
         positive_label=config["positive_label"],
         labels=config["labels"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
     log:
         "logs/gather_strain.log",
     conda:

@@ -1,7 +1,7 @@
 # Classic texture baselines (issue 6): uniform LBP and LTP grid histograms of every
 # keyframe, written as per-video tables in extract's layout, so gather_features builds
 # results/features/{lbp,ltp}/grid/features.parquet and select/classify/evaluate treat
-# them as one more backbone x layer (LAYER_TARGETS in common.smk lists the enabled ones).
+# them as one more backbone x layer (LAYER_TARGETS in common/settings.smk lists the enabled ones).
 
 
 rule texture:
@@ -15,7 +15,7 @@ rule texture:
         texture="lbp|ltp",
     params:
         video=video_params,
-        texture=lambda wc: (config.get("texture") or {}).get(wc.texture, {}),
+        texture=lambda wc: config["texture"][wc.texture],
     threads: 1
     log:
         "logs/texture/{texture}/{video}.log",

@@ -23,7 +23,7 @@ for _shard, _vids in SHARDS.items():
             crop=stage("crop"),
             keyframes=stage("keyframes"),
             fps_for_images=config["fps_for_images"],
-            shards={"keep_frames_mb": SHARD_CFG.get("keep_frames_mb", 1024)},
+            shards={"keep_frames_mb": config["shards"]["keep_frames_mb"]},
         threads: 1
         log:
             shard=f"logs/shards/track_{_shard}.log",
@@ -53,7 +53,7 @@ rule qc_summary:
         qc=per_video("results/tracks/{video}.qc.json", VIDEOS),
         montages=per_video("results/qc/{video}.montage.png", VIDEOS),
         labels=config["labels"],
-        data_root=config.get("data_root"),
+        data_root=config["data_root"],
     log:
         "logs/qc_summary.log",
     conda:

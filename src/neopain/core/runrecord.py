@@ -279,3 +279,21 @@ def write_record(workdir: str | os.PathLike = ".", config: Mapping[str, Any] | N
     rec = build_record(workdir, config, previous, default_weights_dirs(config, workdir))
     write_json(rec, path)
     return path
+
+
+# The workflow-level report text (the landing text + the Run section from this record),
+# written after the record by neopain.report.landing.write_report_text.
+REPORT_TEXT = Path(".snakemake") / "neopain" / "report.rst"
+
+
+def report_text_path(workdir: str | os.PathLike = ".") -> Path | None:
+    """The report text the workflow's ``report:`` directive uses: the landing text with the
+    Run section when it is at least as new as the landing text, else the landing text,
+    else None (before any run)."""
+    workdir = Path(workdir)
+    landing = workdir / "results" / "report" / "landing.rst"
+    full = workdir / REPORT_TEXT
+    if full.is_file() and (not landing.is_file()
+                           or full.stat().st_mtime_ns >= landing.stat().st_mtime_ns):
+        return full.resolve()
+    return landing.resolve() if landing.is_file() else None

@@ -1,110 +1,49 @@
-"""The plan of the ``export`` and ``predict`` rules: their inputs from the config.
+"""The ``predict`` rule's plan: the videos (and baseline recordings) of ``predict.videos``.
 
 Read when the workflow is parsed, so it imports nothing heavy (no OpenCV, torch or
-scikit-learn): the export rule's input files by ``export.configuration`` (the
-``results/`` layout of the stages it reads), and the videos (and baseline recordings)
-of ``predict.videos``, a CSV/TSV sheet with ``video_id``, ``path`` [, ``baseline_path``]
-(read by :func:`neopain.core.samples.read_sheet`; errors name the sheet, line and field).
+scikit-learn). ``predict.videos`` is a CSV/TSV sheet with ``video_id``, ``path`` [,
+``baseline_path``], read by :func:`neopain.core.samples.read_sheet`; errors name the
+sheet, line and field.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from neopain.core.samples import ID_RE, read_sheet, resolve_path
 
 
-def read_video_sheet(path: str | os.PathLike, data_root: str | os.PathLike | None = None
-                     ) -> dict[str, str]:
-    """``video_id -> absolute path`` from a CSV/TSV with columns ``video_id``, ``path``
-    (other columns ignored; relative paths against ``data_root`` or the sheet's folder)."""
-    path = Path(path)
-    df = read_sheet(path, "video sheet", ("video_id", "path"))
+def _existing(root: Path, value: str, where: str, column: str) -> str:
+    path = resolve_path(value, root)
+    if not path.exists():
+        raise ValueError(f"{where}: {column} {str(path)!r} does not exist")
+    return str(path.resolve())
+
+
+def read_predict_sheet(predict: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """``(videos, baselines)``: video_id -> absolute path of each video to predict and of
+    its baseline recording (optional column ``baseline_path``; empty: the recording
+    itself). Relative paths are against ``predict.data_root``, else the sheet's folder.
+    Both empty unless ``predict.model`` and ``predict.videos`` are set."""
+    if not (predict.get("model") and predict.get("videos")):
+        return {}, {}
+    sheet = Path(predict["videos"])
+    df = read_sheet(sheet, "video sheet", ("video_id", "path"))
     missing = [c for c in ("video_id", "path") if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (need video_id, path)")
-    root = Path(data_root) if data_root else path.parent
-    out: dict[str, str] = {}
-    for i, r in df.iterrows():
-        vid, p = str(r["video_id"]).strip(), str(r["path"]).strip()
-        row = f"{path}: line {df.attrs['lines'][i]} (video_id={vid!r})"
+        raise ValueError(f"{sheet}: missing column(s) {', '.join(missing)} (need video_id, path)")
+    root = Path(predict["data_root"]) if predict.get("data_root") else sheet.parent
+    videos: dict[str, str] = {}
+    baselines: dict[str, str] = {}
+    for line, row in zip(df.attrs["lines"], df.to_dict("records")):
+        vid = str(row["video_id"]).strip()
+        where = f"{sheet}: line {line} (video_id={vid!r})"
         if not ID_RE.match(vid):
-            raise ValueError(f"{row}: video_id must match {ID_RE.pattern}")
-        if vid in out:
-            raise ValueError(f"{row}: duplicate video_id")
-        ap = resolve_path(p, root)
-        if not ap.exists():
-            raise ValueError(f"{row}: path {str(ap)!r} does not exist")
-        out[vid] = str(ap.resolve())
-    return out
-
-
-def read_baseline_sheet(path: str | os.PathLike, data_root: str | os.PathLike | None = None
-                        ) -> dict[str, str]:
-    """``video_id -> absolute baseline path`` from the sheet's optional ``baseline_path``
-    column (a baseline recording of the same patient; empty cells: the recording itself)."""
-    path = Path(path)
-    df = read_sheet(path, "video sheet", ("video_id", "path"))
-    if "baseline_path" not in df.columns:
-        return {}
-    root = Path(data_root) if data_root else path.parent
-    out = {}
-    for i, r in df.iterrows():
-        b = r["baseline_path"]
-        if not b.strip():
-            continue
-        ap = resolve_path(b, root)
-        if not ap.exists():
-            raise ValueError(f"{path}: line {df.attrs['lines'][i]} (video_id="
-                             f"{str(r['video_id']).strip()!r}): baseline_path {str(ap)!r} "
-                             "does not exist")
-        out[str(r["video_id"]).strip()] = str(ap.resolve())
-    return out
-
-
-def predict_baselines(predict_cfg: dict) -> dict[str, str]:
-    """The ``predict`` rule's baseline recordings per video (``baseline_path`` column)."""
-    if not (predict_cfg.get("model") and predict_cfg.get("videos")):
-        return {}
-    return read_baseline_sheet(predict_cfg["videos"], predict_cfg.get("data_root"))
-
-
-def predict_videos(predict_cfg: dict) -> dict[str, str]:
-    """The ``predict`` rule's videos: ``{}`` unless both ``model`` and ``videos`` are set."""
-    if not (predict_cfg.get("model") and predict_cfg.get("videos")):
-        return {}
-    return read_video_sheet(predict_cfg["videos"], predict_cfg.get("data_root"))
-
-
-def export_inputs(export_cfg: Mapping[str, Any], layer_targets, protocols, selectors,
-                  nested_tables=(), nested_protocols=(), nested_on: bool = False
-                  ) -> dict[str, list[str]]:
-    """The ``export`` rule's inputs: with ``nested`` (the default) the nested search's
-    feature tables (and, when the nested stage runs, its summary and predictions); a
-    named configuration's files; or every layer's (``best``: chosen from Table 5 when
-    the job runs)."""
-    named = export_cfg.get("configuration", "nested")
-    paper = {"table5": "results/evaluation/table5.parquet",
-             "metrics": "results/evaluation/metrics.parquet", "summary": [], "nested": []}
-    if named == "nested":
-        return {"table5": [], "metrics": [], "scores": [], "splits": [],
-                "features": [f"results/features/{b}/{layer}/features.parquet"
-                             for b, layer in nested_tables],
-                "summary": ["results/evaluation/summary.parquet"] if nested_on else [],
-                "nested": ([f"results/nested/{p}/predictions.parquet"
-                            for p in nested_protocols] if nested_on else [])}
-    if named not in (None, "best"):
-        b, layer, p, s = (named["backbone"], named["layer"], named["protocol"],
-                          named["selector"])
-        return {**paper, "features": [f"results/features/{b}/{layer}/features.parquet"],
-                "scores": [f"results/scores/{b}/{layer}/{p}/{s}.parquet"],
-                "splits": [f"results/splits/{p}.parquet"]}
-    return {**paper,
-        "features": [f"results/features/{b}/{layer}/features.parquet"
-                     for b, layer in layer_targets],
-        "scores": [f"results/scores/{b}/{layer}/{p}/{s}.parquet"
-                   for b, layer in layer_targets for p in protocols for s in selectors],
-        "splits": [f"results/splits/{p}.parquet" for p in protocols],
-    }
+            raise ValueError(f"{where}: video_id must match {ID_RE.pattern}")
+        if vid in videos:
+            raise ValueError(f"{where}: duplicate video_id")
+        videos[vid] = _existing(root, str(row["path"]), where, "path")
+        if str(row.get("baseline_path") or "").strip():
+            baselines[vid] = _existing(root, str(row["baseline_path"]), where, "baseline_path")
+    return videos, baselines

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from neopain.learn.evaluate import with_selector_label
+from neopain.core.runrecord import REPORT_TEXT
 from neopain.report.report_html import MIN_SUBJECTS_CI, TOO_FEW
 
 #: a per-recording statistic needs recordings of each class from at least this many
@@ -231,9 +232,6 @@ def _rst(s: str) -> str:
 # ----------------------------------------------------------------------------
 # run facts and the landing page's metadata
 # ----------------------------------------------------------------------------
-REPORT_TEXT = Path(".snakemake") / "neopain" / "report.rst"
-
-
 def run_section_rst(rec: Mapping[str, Any]) -> str:
     """The Run section (reStructuredText with raw HTML) from a run record: code version,
     config as run, software versions, weights with sha256."""
@@ -277,18 +275,6 @@ def write_report_text(workdir: str | Path = ".") -> Path | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(text, out)
     return out
-
-
-def report_text_path(workdir: str | Path = ".") -> Path | None:
-    """The workflow-level report text to use: the landing text with the Run section when
-    it is at least as new as the landing text, else the landing text, else None."""
-    workdir = Path(workdir)
-    landing = workdir / "results" / "report" / "landing.rst"
-    full = workdir / REPORT_TEXT
-    if full.is_file() and (not landing.is_file()
-                           or full.stat().st_mtime_ns >= landing.stat().st_mtime_ns):
-        return full.resolve()
-    return landing.resolve() if landing.is_file() else None
 
 
 def landing_numbers(workdir: str | Path = ".") -> dict[str, float | int]:
