@@ -42,7 +42,7 @@ demo: venv demo-data mesh-weights
 	@echo
 	@cat results/report/summary.txt
 
-# The HTML report of the last run (opens on the landing page; see README "Report").
+# The HTML report of the last run (opens on the landing page; see docs/report.md).
 report: venv
 	$(SNAKEMAKE) --report results/report.html
 	@cat results/report/summary.txt

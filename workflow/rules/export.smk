@@ -1,5 +1,5 @@
 # Export and bedside prediction (issue 9): one verifiable artefact of a trained
-# configuration (neopain.deploy.export) and pain timelines for new videos (neopain.deploy.predict).
+# configuration (neopain.deploy.export) and pain timelines for new videos (neopain.deploy.batch, neopain.deploy.predictor).
 # Neither is part of `rule all` unless configured: export.enabled: true adds the export
 # (and its report entries under "4. Exported model"); predict.model + predict.videos add the timelines.
 # Settings, the predict sheet (EXPORT*, PREDICT*) and the export's inputs: common/.

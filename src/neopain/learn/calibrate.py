@@ -18,7 +18,7 @@ never used):
   decision value is not a probability and is refused).
 
 :class:`Calibrator` is plain data (a method and a few floats) so it can be stored in the
-exported artefact (``neopain.deploy.export``) and applied bit-identically elsewhere.
+exported artefact (``neopain.deploy.artefact``) and applied bit-identically elsewhere.
 
 The decision threshold (:func:`choose_threshold`) is chosen on the same out-of-fold
 calibrated probabilities of the training subjects: ``youden`` maximises sensitivity +

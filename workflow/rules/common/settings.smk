@@ -69,7 +69,7 @@ FT_AUX = FT_CASCADE["aux"]
 FT_CASCADE_ON = FT_CASCADE["enabled"] and bool(FT_AUX["samples"])
 FT_RESUME = FT["resume_dir"]
 FT_RUN = {k: FT[k] for k in ("device", "precision", "workers")}
-# settings that are not training settings (the rest are, see neopain.finetune.finetune.DEFAULTS)
+# settings that are not training settings (the rest are, see neopain.finetune.settings.DEFAULTS)
 _FT_OTHER = {"enabled", "layer", "backbones", "protocols", "cascade", "resume_dir", "device",
              "precision", "workers"}
 
