@@ -133,7 +133,7 @@ def _with_ci(y, pred, score, subj, n_boot):
 
 def run_task(name, meta, X, kind, n_boot) -> tuple[list[dict], list[dict]]:
     from neopain.learn import nested as ns
-    from neopain.learn.baseline import subject_baseline
+    from neopain.features.baseline import subject_baseline
     from neopain.learn.classify import cross_validate
     from neopain.learn.clustered import clustered_delong
     from neopain.learn.metrics import metrics_table, video_level

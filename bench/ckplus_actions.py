@@ -100,7 +100,6 @@ def loso_scores(X: np.ndarray, y: np.ndarray, subjects: np.ndarray,
     from sklearn.preprocessing import StandardScaler
 
     from neopain.learn.posecontrol import PoseResidualizer
-
     p = np.full(len(y), np.nan)
     for s in np.unique(subjects):
         te = subjects == s

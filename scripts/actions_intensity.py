@@ -19,7 +19,6 @@ def main(sm):
     pose = None
     if p.pose_regression:
         from neopain.learn.posecontrol import table_pose
-
         pose = table_pose(table)
     split = pq.read_table(sm.input.split).to_pandas()
     res = fold_intensity(feature_matrix(table), meta, split, feature_names("frame", p.actions),

@@ -21,7 +21,6 @@ def main(sm):
     pose = None
     if p.pose_regression:  # the actions tables' head pose, regressed out per fold
         from neopain.learn.posecontrol import table_pose
-
         pose = table_pose(table, p.baseline)
     scores = score_folds(X, meta, split, rankings, list(p.k), dict(p.classifiers), p.seed,
                          preset=p.preset, search=search, pose=pose,

@@ -11,7 +11,7 @@ def main(sm):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from neopain.learn.baseline import single_recording_subjects
+    from neopain.features.baseline import single_recording_subjects
     from neopain.learn.nested import (build_views, candidates, common_videos, nested_cv,
                                 permute_labels)
     from neopain.features.tables import read_features

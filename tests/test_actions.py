@@ -18,7 +18,6 @@ from neopain.faces.mpmodels import MESH_FILE
 from neopain.faces.track import track_video
 from neopain.faces.video import Frame
 from neopain.learn.posecontrol import PoseResidualizer
-
 GEOMETRIC = tuple(A.DESCRIPTORS)
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from neopain.learn import baseline as bl
+from neopain.features import baseline as bl
 from neopain.learn import videomodels as vm
 from neopain.learn.pooling import pool_videos
 from neopain.features.tables import feature_matrix, fixed_size_list

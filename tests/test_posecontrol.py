@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from neopain.learn import nested as ns
+from neopain.features import pose
 from neopain.learn import posecontrol as pc
 from neopain.learn.classify import score_folds
 from neopain.learn.metrics import binary_metrics
@@ -143,10 +144,10 @@ def test_residualize_known_answer_and_pose_statistics():
     X2 = X.copy()
     X2[~train] *= 100
     assert np.allclose(pc.residualize(X2, P, train, 1)[train], R[train])
-    st = pc.pose_statistics(np.array([[0, 10, -5], [10, 10, 5], [np.nan, 0, 0]]))
+    st = pose.pose_statistics(np.array([[0, 10, -5], [10, 10, 5], [np.nan, 0, 0]]))
     assert st.tolist() == pytest.approx([5, 5, 1, 9, 10, 0, 10, 10, 0, 5, -4, 4])
-    assert pc.pose_names()[:2] == ["yaw__mean", "yaw__std"] and len(pc.pose_names()) == 12
-    assert np.isnan(pc.pose_statistics(np.zeros((0, 3)))).all()
+    assert pose.pose_names()[:2] == ["yaw__mean", "yaw__std"] and len(pose.pose_names()) == 12
+    assert np.isnan(pose.pose_statistics(np.zeros((0, 3)))).all()
 
 
 def test_a_table_without_pose_is_refused_by_name():

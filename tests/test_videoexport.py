@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from neopain.learn import videomodels as vm
-from neopain.learn.baseline import reference_stats
+from neopain.features.baseline import reference_stats
 from neopain.deploy.arrays import ScoreModel
 from neopain.deploy.exported import load
 from neopain.deploy.videoexport import (VideoScorer, export_nested_model, serialise_video_model,

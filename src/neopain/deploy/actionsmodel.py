@@ -12,7 +12,7 @@ and ``pspi`` of :func:`neopain.features.actions.frame_features`). On a new recor
 from the mesh over the recording's own baseline percentile (as for a training video),
 the textures from the frame's aligned crop after the same JPEG round trip as the crop
 stage. The statistics tables (``actions/video``: :func:`neopain.features.actions.
-video_statistics`; ``actions/pose``: :func:`neopain.learn.posecontrol.pose_statistics`) have
+video_statistics`; ``actions/pose``: :func:`neopain.features.pose.pose_statistics`) have
 one row per recording; they are exportable as *video-level* models (the nested export)
 only: :func:`block_statistics` makes the same row from a block of a new recording's
 frames (the whole recording, an epoch or a window, treated as if it were a recording of
@@ -68,8 +68,7 @@ def block_statistics(FP: np.ndarray, ts: np.ndarray, rows, backbone: Mapping[str
     recording's frames with a mesh. ``pspi`` is recomputed over the block's own baseline
     percentile; values pass through float32 as in the stage's table. ``with_pose``: the
     pose statistics appended (pose regressed out at training)."""
-    from neopain.learn.posecontrol import pose_statistics
-
+    from neopain.features.pose import pose_statistics
     p = A.params_for(dict((backbone.get("cfg") or {}).get("actions") or {}))
     names = frame_names(backbone)
     B = np.asarray(FP, np.float64)[rows].astype(np.float32).astype(np.float64)

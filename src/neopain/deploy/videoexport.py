@@ -22,7 +22,7 @@ arrays of :func:`neopain.deploy.arrays.serialise_pipeline`).
 Scoring a recording (:class:`VideoScorer`): its frames' features relative to a
 baseline (``reference_stats`` of a *reference* set of frames: the recording's own
 tracked frames by default, or a separate baseline recording of the same patient;
-see :mod:`neopain.learn.baseline`), pooled over a block of frames (an epoch, or a sliding
+see :mod:`neopain.features.baseline`), pooled over a block of frames (an epoch, or a sliding
 window) into one vector, imputed, selected, scaled, classified. With the
 ``frame_scores`` pooling the block's score is the mean of its frames' scores.
 
@@ -40,7 +40,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from neopain.learn import baseline as bl
+from neopain.features import baseline as bl
 from neopain.learn import nested
 from neopain.learn import videomodels as vm
 from neopain.deploy.arrays import ScoreModel, UnsupportedModelError, serialise_pipeline
@@ -91,7 +91,6 @@ def fit_candidate(cand, view, seed: int = 0, pose_regression: bool = False):
     ``pose_regression`` and a view with pose, ``(pipeline, pose residualizer)`` (the
     residualizer fitted on every row first; else ``(pipeline, None)``)."""
     from neopain.learn.posecontrol import PoseResidualizer, degree_for
-
     X, res = view.X, None
     if pose_regression and view.P is not None:
         res = PoseResidualizer(view.P.shape[1], degree_for(view.P.shape[1])).fit(
@@ -138,7 +137,6 @@ class VideoScorer:
         self.pose = dict(self.info.get("pose") or {})
         if self.pose:
             from neopain.learn.posecontrol import PoseResidualizer
-
             r = PoseResidualizer(int(self.pose["n_pose"]), int(self.pose["degree"]))
             r.coef_ = np.asarray(arrays["video.pose_coef"], np.float64)
             r.mean_ = np.asarray(arrays["video.pose_mean"], np.float64)
@@ -254,8 +252,7 @@ def export_nested_model(tables: dict, spec: Mapping[str, Any], out, *, pipelines
     mspec, arrays = serialise_video_model(pipe)
     pose_info = None
     if resid is not None:
-        from neopain.learn.posecontrol import ANGLES
-
+        from neopain.features.pose import ANGLES
         arrays["video.pose_coef"] = resid.coef_
         arrays["video.pose_mean"] = resid.mean_
         pose_info = {"angles": list(ANGLES), "n_pose": int(resid.n_pose),

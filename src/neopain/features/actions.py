@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from neopain.learn.posecontrol import pose_statistics
+from neopain.features.pose import pose_statistics
 from neopain.features.tables import fixed_size_list
 
 log = logging.getLogger(__name__)
@@ -367,7 +367,6 @@ def feature_names(layer: str, params: Mapping[str, Any] | None = None) -> list[s
     if layer == "frame":
         return list(frame_features(params))
     if layer == "pose":
-        from neopain.learn.posecontrol import pose_names
-
+        from neopain.features.pose import pose_names
         return pose_names()
     return [f"{k}__{s}" for k in frame_features(params) for s in STATS]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from neopain.core import provenance
-from neopain.features.weightfiles import WeightsError
+from neopain.features.pins import WeightsError
 
 FORMAT = "neopain.finetune/1"
 FAMILY = "neopain.finetune/"          # every version of the format

@@ -34,7 +34,7 @@ import torch
 from neopain.features.backbones import FeatureNet
 from neopain.features.keyframe_crops import keyframe_rows
 from neopain.faces.crop import decode_jpeg
-from neopain.features.tables import feature_matrix, fixed_size_list  # noqa: F401  (feature_matrix re-exported)
+from neopain.features.tables import fixed_size_list
 
 log = logging.getLogger(__name__)
 T, R = TypeVar("T"), TypeVar("R")

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from neopain.features.weightfiles import WeightsError, normalise_pin, pins_agree
+from neopain.features.pins import WeightsError, normalise_pin, pins_agree
 
 if TYPE_CHECKING:
     from torch import nn

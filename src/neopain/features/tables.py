@@ -8,12 +8,12 @@ import pyarrow as pa
 
 def feature_matrix(table: pa.Table, baseline: str = "none") -> np.ndarray:
     """The ``features`` column as an (n_rows, dim) float32 matrix, with each subject's
-    ``baseline`` removed (:mod:`neopain.learn.baseline`; label-free, transductive)."""
+    ``baseline`` removed (:mod:`neopain.features.baseline`; label-free, transductive)."""
     col = table.column("features").combine_chunks()
     d = col.type.list_size
     X = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32)
     if baseline != "none":
-        from neopain.learn.baseline import subject_baseline
+        from neopain.features.baseline import subject_baseline
 
         X = subject_baseline(X, table.column("subject_id").to_numpy(zero_copy_only=False),
                              baseline)
@@ -34,14 +34,13 @@ def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
 
 def read_features(path, ids=("video_id", "subject_id", "y"), pose: bool = False):
     """(feature matrix, DataFrame of the ``ids`` columns) of a gathered feature table;
-    with ``pose``, a third item: its head pose (:func:`neopain.learn.posecontrol.read_pose`;
+    with ``pose``, a third item: its head pose (:func:`neopain.features.pose.read_pose`;
     None for a table without one)."""
     import pyarrow.parquet as pq
 
     if not pose:
         t = pq.read_table(path, columns=[*ids, "features"])
         return feature_matrix(t), t.select(list(ids)).to_pandas()
-    from neopain.learn.posecontrol import read_pose
-
+    from neopain.features.pose import read_pose
     t = pq.read_table(path)
     return feature_matrix(t), t.select(list(ids)).to_pandas(), read_pose(t)

@@ -16,32 +16,16 @@ expected hash and where to obtain it.
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neopain.core.provenance import sha256_file
+from neopain.features.pins import WeightsError
 
 if TYPE_CHECKING:
     from neopain.features.registry import BackboneSpec
 
 SUMS_FILE = "SHA256SUMS"
-
-
-class WeightsError(RuntimeError):
-    """A weights file is missing, unpinned, or does not match its pinned sha256."""
-
-
-def normalise_pin(pin: str, what: str) -> str:
-    pin = str(pin).strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{8,64}", pin):
-        raise WeightsError(f"{what}: {pin!r} is not a sha256 (64 hex digits) or a prefix of "
-                           f"at least 8")
-    return pin
-
-
-def pins_agree(a: str, b: str) -> bool:
-    return a.startswith(b) or b.startswith(a)
 
 
 def read_sums(weights_dir: str | Path | None) -> dict[str, str]:

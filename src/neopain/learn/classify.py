@@ -183,7 +183,6 @@ def score_folds(
         Xf = X
         if pose is not None:
             from neopain.learn.posecontrol import residualize
-
             Xf = residualize(X, pose, tr).astype(X.dtype)
         done: set[int] = set()
         for k_asked in ks:

@@ -53,7 +53,6 @@ def fold_intensity(X: np.ndarray, meta: pd.DataFrame, split: pd.DataFrame, names
         Xf = X
         if pose is not None:
             from neopain.learn.posecontrol import residualize
-
             Xf = residualize(X, pose, tr)
         scaler = StandardScaler().fit(Xf[tr])
         model = LogisticRegression(C=C, max_iter=2000).fit(scaler.transform(Xf[tr]), y[tr])

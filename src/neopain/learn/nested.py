@@ -28,7 +28,7 @@ Head pose (``pose_regression``, :mod:`neopain.learn.posecontrol`): a view of an 
 carries its rows' pose; every fit (inner or outer) then regresses it out of the features
 on its own training rows first.
 
-Subject baselines (:mod:`neopain.learn.baseline`) are label-free and transductive;
+Subject baselines (:mod:`neopain.features.baseline`) are label-free and transductive;
 they are applied to each table once, before any split. ``audit`` (a callable
 receiving ``(stage, outer_fold, training_subjects)`` at every fit) lets a test
 check that no fit ever sees an outer test subject.
@@ -46,7 +46,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from neopain.learn import baseline as bl
+from neopain.features import baseline as bl
 from neopain.learn import videomodels as vm
 from neopain.learn.pooling import check_pooling, pool_videos
 from neopain.learn.split import fold_subjects
@@ -179,7 +179,6 @@ class Fitter:
         if not self.pose_regression or view.P is None:
             return view.X
         from neopain.learn.posecontrol import residualize
-
         if self.audit is not None:
             self.audit("pose", fold, set(view.subjects[tr]))
         return residualize(view.X, view.P, tr)

@@ -3,7 +3,7 @@
 A reviewer must be able to see that an actions result is not a head-turn detector. Two
 tools, both used by select/classify (paper path) and the nested search:
 
-* the **pose-only table** ``actions/pose``: per video, :data:`POSE_STATS` of yaw, pitch and
+* the **pose-only table** ``actions/pose``: per video, :data:`neopain.features.pose.POSE_STATS` of yaw, pitch and
   roll (the Procrustes fit's rotation, degrees) as the only features, so that Table 5 and
   the nested summary show how much pose alone separates the classes;
 * **pose regression** (``actions.pose_regression: true``): in every fit that uses an
@@ -23,28 +23,9 @@ import logging
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from neopain.features.pose import read_pose
+
 log = logging.getLogger(__name__)
-
-#: per-video statistics of each angle (the pose-only table; pose of video rows)
-POSE_STATS = ("mean", "std", "p10", "p90")
-ANGLES = ("yaw", "pitch", "roll")
-
-
-def pose_names() -> list[str]:
-    return [f"{a}__{s}" for a in ANGLES for s in POSE_STATS]
-
-
-def pose_statistics(P: np.ndarray) -> np.ndarray:
-    """(n_frames, 3) yaw/pitch/roll -> :data:`POSE_STATS` per angle (NaN without frames)."""
-    P = np.asarray(P, np.float64).reshape(-1, 3)
-    P = P[np.isfinite(P).all(1)]
-    if not len(P):
-        return np.full(len(ANGLES) * len(POSE_STATS), np.nan)
-    out = []
-    for j in range(3):
-        x = P[:, j]
-        out += [x.mean(), x.std(), np.percentile(x, 10), np.percentile(x, 90)]
-    return np.asarray(out, np.float64)
 
 
 def degree_for(n_pose: int) -> int:
@@ -108,15 +89,6 @@ def residualize(X: np.ndarray, P: np.ndarray, train: np.ndarray,
     return r.transform(np.hstack([X, P]))
 
 
-def read_pose(table) -> np.ndarray | None:
-    """The ``pose`` column of a gathered feature table (n_rows, n_pose), or None."""
-    if "pose" not in table.column_names:
-        return None
-    col = table.column("pose").combine_chunks()
-    d = col.type.list_size
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float64)
-
-
 def table_pose(table, baseline: str = "none") -> np.ndarray:
     """The pose to regress out of a gathered table's features, with the features' subject
     ``baseline`` applied to it too; a clear error for a table without pose."""
@@ -127,7 +99,7 @@ def table_pose(table, baseline: str = "none") -> np.ndarray:
         raise ValueError(f"pose regression: the {name.decode()} feature table has no pose "
                          "column (only the actions frame/video tables carry head pose)")
     if baseline != "none":
-        from neopain.learn.baseline import subject_baseline
+        from neopain.features.baseline import subject_baseline
 
         P = subject_baseline(P, table.column("subject_id").to_numpy(zero_copy_only=False),
                              baseline)

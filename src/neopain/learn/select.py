@@ -87,7 +87,6 @@ def rank_folds_array(X: np.ndarray, subjects: np.ndarray, y: np.ndarray,
         Xf = X
         if pose is not None:
             from neopain.learn.posecontrol import residualize
-
             Xf = residualize(X, pose, tr).astype(X.dtype)
         sel = make_selector(selector, max_k, prefilter=prefilter, **params).fit(Xf[tr], y[tr])
         top = sel.ranking_[:max_k]
@@ -102,10 +101,9 @@ def rank_folds(table: pa.Table, split: pd.DataFrame, selector: str, params: dict
                max_k: int, prefilter: dict | None = None, baseline: str = "none",
                pose_regression: bool = False) -> pa.Table:
     """:func:`rank_folds_array` on a gathered feature table (subject ``baseline`` removed
-    first, :mod:`neopain.learn.baseline`; ``pose_regression``: the table's ``pose`` column
+    first, :mod:`neopain.features.baseline`; ``pose_regression``: the table's ``pose`` column
     regressed out per fold)."""
     from neopain.learn.posecontrol import table_pose
-
     X = feature_matrix(table, baseline)
     subjects = np.asarray(table.column("subject_id").to_pylist(), dtype=object)
     y = np.asarray(table.column("y").to_pylist(), dtype=np.int8)
