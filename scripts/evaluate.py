@@ -9,8 +9,8 @@ def main(sm):
 
     from neopain.learn.chance import chance_table, with_chance_rows
     from neopain.learn.breakdown import per_subject, per_video
-    from neopain.learn.evaluate import (constant_only, delong_table, table5, table6,
-                                        with_selector_label)
+    from neopain.learn.evaluate import (configuration_shown, constant_only, delong_table,
+                                        table5, table6, with_selector_label)
     from neopain.learn.metrics import metrics_table, read_score_files
     from neopain.learn.roc import plot_roc, roc_curves_for, table_roc_curves
     from neopain.report.markdown import to_markdown, with_ci_columns
@@ -65,8 +65,8 @@ def main(sm):
                                       "difference on the same pooled test rows, clustered "
                                       "by subject (Obuchowski 1997): subjects, not frames, "
                                       "are the independent units."]), sm.output.delong)
-    provenance.write_text(to_markdown(subjects, "Per-subject test results of the Table 5 "
-                                      "configurations", ["One row per subject and label y "
+    provenance.write_text(to_markdown(configuration_shown(subjects), "Per-subject test "
+                                      "results of the Table 5 configurations", ["One row per subject and label y "
                                       "(1 = positive). mean_score: mean frame score "
                                       "(probability or SVM decision value); frame_accuracy / "
                                       "video_accuracy: share of the subject's keyframes / "

@@ -19,8 +19,9 @@ def main(sm):
     import numpy as np
     import pyarrow as pa
 
-    from neopain.report.markdown import to_markdown, with_ci_columns
     from neopain.finetune.compare import comparison_table
+    from neopain.learn.evaluate import configuration_shown
+    from neopain.report.markdown import to_markdown, with_ci_columns
 
     p = sm.params
     scores, ups = {}, []
@@ -34,7 +35,7 @@ def main(sm):
     prov = provenance.make_provenance(sm.rule, cfg, upstream=ups, params=cfg)
     provenance.write_table(pa.Table.from_pandas(table, preserve_index=False),
                            sm.output.table, prov)
-    shown = with_ci_columns(table) if len(table) else table
+    shown = with_ci_columns(configuration_shown(table)) if len(table) else table
     for col in [c for c in shown.columns if c.startswith("p_")]:
         shown[col] = [("" if not np.isfinite(v) else f"{v:.3g}") for v in table[col]]
     notes = [

@@ -17,7 +17,8 @@ def main(sm):
         params.setdefault("n_jobs", sm.threads)  # threads only split work: same scores
     prefilter = dict(p.prefilter or {"method": "none"})
     out = rank_folds(table, split, sm.wildcards.selector, params, p.max_k, prefilter,
-                     p.baseline, pose_regression=bool(p.pose_regression))
+                     p.baseline, pose_regression=bool(p.pose_regression),
+                     backbone=sm.wildcards.backbone, layer=sm.wildcards.layer)
     ups = [provenance.read_provenance(sm.input.features),
            provenance.read_provenance(sm.input.split)]
     cfg = {"selector": sm.wildcards.selector, **dict(p.selector), "max_k": p.max_k,

@@ -40,7 +40,8 @@ def comparison_table(scores: Mapping[str, pd.DataFrame], aggregation: str = "mea
             row = {**{g: r[g] for g in GROUP}, "method": method,
                    "configuration": (f"{config_label(r['selector'], k)} {r['classifier']}"
                                      if method == "frozen"
-                                     else f"{method} ({int(k)} features)")}
+                                     else f"{method} ({int(k)} features)"),
+                   "selector": r["selector"], "k": int(k), "classifier": r["classifier"]}
             row.update({c: r[c] for c in t5.columns if c.startswith(("frame_", "video_"))})
             row.update({c: r[c] for c in ("n_frames", "n_videos", "n_subjects")})
             rows.append(row)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from neopain.learn.evaluate import config_label, config_rows
+from neopain.learn.evaluate import CONFIG_COLUMNS, config_label, config_rows
 from neopain.learn.metrics import video_level
 
 
@@ -29,14 +29,15 @@ def per_subject(scores: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
             rows.append({
                 "backbone": r["backbone"], "layer": r["layer"], "protocol": r["protocol"],
                 "configuration": f"{config_label(r['selector'], r['k'])} {r['classifier']}",
+                "selector": r["selector"], "k": int(r["k"]), "classifier": r["classifier"],
                 "subject_id": subj,
                 "y": int(y), "n_videos": int(g["video_id"].nunique()), "n_frames": int(len(g)),
                 "mean_score": float(g["score"].mean()),
                 "frame_accuracy": float((g["pred"] == g["y"]).mean()),
                 "video_accuracy": float(video_ok.loc[(subj, y)].mean()),
             })
-    cols = ["backbone", "layer", "protocol", "configuration", "subject_id", "y", "n_videos",
-            "n_frames", "mean_score", "frame_accuracy", "video_accuracy"]
+    cols = ["backbone", "layer", "protocol", "configuration", *CONFIG_COLUMNS, "subject_id",
+            "y", "n_videos", "n_frames", "mean_score", "frame_accuracy", "video_accuracy"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -54,8 +55,8 @@ def per_video(scores: pd.DataFrame, best: pd.DataFrame, aggregation: str = "mean
         v["n_frames"] = v["video_id"].map(n).astype(int)
         v["configuration"] = f"{config_label(r['selector'], r['k'])} {r['classifier']}"
         frames.append(v)
-    cols = ["backbone", "layer", "protocol", "configuration", "fold", "video_id",
-            "subject_id", "y", "score", "pred", "correct", "n_frames"]
+    cols = ["backbone", "layer", "protocol", "configuration", *CONFIG_COLUMNS, "fold",
+            "video_id", "subject_id", "y", "score", "pred", "correct", "n_frames"]
     if not frames:
         return pd.DataFrame(columns=cols)
     out = pd.concat(frames, ignore_index=True)

@@ -172,6 +172,18 @@ def config_label(selector, k) -> str:
     return f"{selector}({int(k)})"
 
 
+#: the columns that say which selector, k and classifier made a row (with backbone, layer)
+CONFIG_COLUMNS = ["selector", "k", "classifier"]
+
+
+def configuration_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """A table with a ``configuration`` text column, for display: the label columns it
+    repeats (:data:`CONFIG_COLUMNS`) left out (the Parquet tables keep both)."""
+    if "configuration" not in table.columns:
+        return table
+    return table.drop(columns=[c for c in CONFIG_COLUMNS if c in table.columns])
+
+
 def with_selector_label(table: pd.DataFrame) -> pd.DataFrame:
     """A Table 5/6/7 for display: ``selector`` and ``k`` shown as one column,
     ``relieff(15)`` (the Parquet tables keep them apart)."""

@@ -99,13 +99,18 @@ def rank_folds_array(X: np.ndarray, subjects: np.ndarray, y: np.ndarray,
 
 def rank_folds(table: pa.Table, split: pd.DataFrame, selector: str, params: dict,
                max_k: int, prefilter: dict | None = None, baseline: str = "none",
-               pose_regression: bool = False) -> pa.Table:
+               pose_regression: bool = False, *, backbone: str = "", layer: str = ""
+               ) -> pa.Table:
     """:func:`rank_folds_array` on a gathered feature table (subject ``baseline`` removed
     first, :mod:`neopain.features.baseline`; ``pose_regression``: the table's ``pose`` column
-    regressed out per fold)."""
+    regressed out per fold), its rows labelled with the table's ``backbone`` and ``layer``
+    (the first two columns)."""
     from neopain.learn.posecontrol import table_pose
     X = feature_matrix(table, baseline)
     subjects = np.asarray(table.column("subject_id").to_pylist(), dtype=object)
     y = np.asarray(table.column("y").to_pylist(), dtype=np.int8)
     pose = table_pose(table, baseline) if pose_regression else None
-    return rank_folds_array(X, subjects, y, split, selector, params, max_k, prefilter, pose)
+    ranks = rank_folds_array(X, subjects, y, split, selector, params, max_k, prefilter, pose)
+    n = ranks.num_rows
+    return (ranks.add_column(0, "backbone", pa.array([backbone] * n, pa.string()))
+            .add_column(1, "layer", pa.array([layer] * n, pa.string())))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from neopain.learn.chance import with_chance_rows
-from neopain.learn.evaluate import TABLE_METRICS, with_selector_label
+from neopain.learn.evaluate import TABLE_METRICS, configuration_shown, with_selector_label
 from neopain.report.report_html import MIN_SUBJECTS_CI, caption, display, page, table
 
 PLAIN = {"accuracy": "accuracy", "auc": "AUC", "balanced_accuracy": "balanced accuracy",
@@ -80,7 +80,7 @@ def per_subject_page(ps: pd.DataFrame, positive: str, negative: str) -> str:
     cap = ("Each Table 5 configuration's test results per subject and label: how many "
            "recordings and keyframes of that label the subject has, their mean score and "
            "the share classified correctly. Shows which infants drive a result.")
-    d = _label_names(ps, positive, negative)
+    d = _label_names(configuration_shown(ps), positive, negative)
     return page("Results per subject", [caption(cap), table(display(d, _names(d)))])
 
 
@@ -89,7 +89,7 @@ def per_video_page(pv: pd.DataFrame, positive: str, negative: str) -> str:
            "aggregated score of its keyframes and the class predicted by majority vote. "
            "Click a column header to sort. The same table is results/evaluation/"
            "per_video.parquet.")
-    d = _label_names(pv, positive, negative)
+    d = _label_names(configuration_shown(pv), positive, negative)
     return page("Predictions per recording", [caption(cap), table(display(d, _names(d)))])
 
 
@@ -108,6 +108,7 @@ def finetune_page(ft: pd.DataFrame, notes: list[str]) -> str:
            "cascaded fine-tuned networks, per backbone and protocol, per keyframe and per "
            "recording; p: subject-clustered DeLong test against the method named in the "
            "column. Each cell: estimate (95% CI, bootstrap over subjects).")
+    ft = configuration_shown(ft)
     return page("Fine-tuning", [caption(cap), table(display(ft, _names(ft)))]
                 + [caption(n, "note") for n in notes])
 
