@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from neopain.features.keyframe_crops import keyframe_rows
 from neopain.features.pose import pose_statistics
 from neopain.features.tables import fixed_size_list
 
@@ -327,15 +328,16 @@ def feature_tables(video_id: str, actions: pa.Table, keyframes: pa.Table | None,
     """Per-video tables in extract's layout: ``f_frame`` (keyframes with finite
     descriptors; ``pose_frame`` their yaw/pitch/roll) and ``f_video`` (one row: the
     statistics; frame = the pspi peak; ``f_pose`` = ``pose_video`` the pose statistics of
-    :mod:`neopain.learn.posecontrol`, the pose-only table and the pose of the video row)."""
+    :mod:`neopain.features.pose`, the pose-only table and the pose of the video row)."""
     names = frame_features(params)
     frames = np.asarray(actions.column("frame").to_pylist(), np.int64)
     X = np.column_stack([np.asarray(actions.column(k).to_pylist(), np.float64)
                          for k in names]) if len(frames) else np.zeros((0, len(names)))
     keep = np.isfinite(X).all(1)
     if keyframes is not None:
-        kept = set(keyframes.filter(keyframes.column("keep")).column("frame").to_pylist())
-        keep &= np.isin(frames, list(kept))
+        keyframe = np.zeros(len(frames), bool)
+        keyframe[keyframe_rows(actions, keyframes)] = True
+        keep &= keyframe
     ts = np.asarray(actions.column("timestamp").to_pylist(), np.float64)
     P = (np.column_stack([np.asarray(actions.column(k).to_pylist(), np.float64)
                           for k in POSE]) if len(frames) else np.zeros((0, 3)))

@@ -1,7 +1,8 @@
-"""Which crops of a video are keyframes: the one keyframe filter that deep features
-(:mod:`neopain.features.extract`), texture descriptors (:mod:`neopain.features.texture`)
-and fine-tuning (:mod:`neopain.finetune.data`) apply to a video's crop table, given the
-table written by :mod:`neopain.faces.keyframes`."""
+"""Which rows of a video's per-frame table are keyframes: the one keyframe filter that
+deep features (:mod:`neopain.features.extract`), texture descriptors
+(:mod:`neopain.features.texture`), facial actions (:mod:`neopain.features.actions`) and
+fine-tuning (:mod:`neopain.finetune.data`) apply, given the table written by
+:mod:`neopain.faces.keyframes`."""
 
 from __future__ import annotations
 
