@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: venv demo demo-data mesh-weights report test test-fast test-cluster bench-plan bench-study bench-actions lint clean
+.PHONY: venv demo demo-data mesh-weights report test test-fast test-workflow test-cluster \
+	bench-plan bench-study bench-actions lint clean
 
 venv: $(VENV)/.installed
 
@@ -53,8 +54,14 @@ lint: venv
 test: venv mesh-weights
 	$(PY) -m pytest -q -rs --durations=20
 
+# The unit half: library tests, no Snakemake (tests/unit; a few minutes).
 test-fast: venv mesh-weights
-	$(PY) -m pytest -q -rs -m "not slow"
+	$(PY) -m pytest -q -rs tests/unit
+
+# The workflow half: every test that runs Snakemake (tests/workflow, marked `workflow`):
+# planning, dry runs and lint, and the whole-DAG runs (also marked `slow`).
+test-workflow: venv mesh-weights
+	$(PY) -m pytest -q -rs --durations=20 tests/workflow
 
 # A real single-node SLURM (Debian slurmctld/slurmd/munge, root) runs the tiny DAG through
 # `snakemake --executor slurm --workflow-profile profiles/slurm`; the daemons are stopped by
@@ -67,7 +74,7 @@ test-cluster: venv mesh-weights
 	bash tests/cluster/slurm_local.sh install
 	bash tests/cluster/slurm_local.sh config
 	set +e; bash tests/cluster/slurm_local.sh start && \
-	  NEOPAIN_SLURM_TEST=1 $(PY) -m pytest -q -rs -p no:cacheprovider tests/test_cluster.py; \
+	  NEOPAIN_SLURM_TEST=1 $(PY) -m pytest -q -rs -p no:cacheprovider tests/workflow/test_cluster.py; \
 	  rc=$$?; bash tests/cluster/slurm_local.sh clean; exit $$rc
 
 bench-plan: venv

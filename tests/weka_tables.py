@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from _paths import SHARED_REFERENCE
+
 WEKA_JAR = Path(os.environ.get("WEKA_JAR", "/usr/share/java/weka.jar"))
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "weka"
+REFERENCE = SHARED_REFERENCE / "weka"
 WEKA_SCORES = REFERENCE / "WekaScores.java"
 
 

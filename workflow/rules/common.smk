@@ -4,7 +4,7 @@
 # common/, every setting derived from the config (settings.smk) and the aggregated inputs and
 # final targets (targets.smk, get_final_output). Rule files read names defined here only.
 # Parse time imports only what validation needs (no OpenCV, torch or scikit-learn:
-# tests/test_wiring.py).
+# tests/workflow/test_wiring.py).
 import os
 import sys
 from pathlib import Path

@@ -63,7 +63,7 @@ def keep_freed_memory() -> dict:
     unmapped each time and the heap is trimmed, so every reuse page-faults (and the
     kernel zeroes) its memory again: ~14,000 minor faults per batch of 32 on the fer
     network, ~200,000 on MobileNetV2, a third or more of the CPU time spent in the
-    kernel (bench/bench_extract.py, tests/test_runtime.py).  This serves every block
+    kernel (bench/bench_extract.py, tests/unit/test_runtime.py).  This serves every block
     from the heap (``M_MMAP_MAX`` 0) and never trims it (``M_TRIM_THRESHOLD`` at its
     maximum): the memory is reused instead, so a job's resident memory stays at its peak
     rather than shrinking between batches (what a cluster's memory limit sees anyway).

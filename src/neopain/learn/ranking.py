@@ -99,7 +99,7 @@ class torch_threads_kept:
     """Restore torch's CPU thread count after scoring.  numba's OpenMP threading layer
     resets the OpenMP thread count that torch's CPU kernels share (libgomp): a torch set
     to 1 thread ran on 2 after a ReliefF fit in the same process, oversubscribing a job's
-    cores (tests/test_select.py)."""
+    cores (tests/unit/test_select.py)."""
 
     def __enter__(self):
         torch = sys.modules.get("torch")

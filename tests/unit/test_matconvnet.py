@@ -10,6 +10,7 @@ import pytest
 import scipy.io
 import torch
 
+from _paths import WEIGHTS
 from neopain.features import matconvnet as mc
 from neopain.features.backbones import load_backbone
 from neopain.features.weightfiles import WeightsError
@@ -264,8 +265,7 @@ def test_wrong_architecture_is_refused(vgg_f_file):
 
 
 def _user_mat_files():
-    wdir = Path(os.environ.get("NEOPAIN_WEIGHTS_DIR", Path(__file__).parents[1] / "resources"
-                               / "weights"))
+    wdir = Path(os.environ.get("NEOPAIN_WEIGHTS_DIR", WEIGHTS))
     names = {"vgg_f": "imagenet-vgg-f.mat", "vgg_m": "imagenet-vgg-m.mat",
              "vgg_s": "imagenet-vgg-s.mat", "vgg_face": "vgg-face.mat"}
     return [(a, wdir / f) for a, f in names.items()]

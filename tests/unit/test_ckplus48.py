@@ -7,13 +7,13 @@ About a minute on two cores (mostly the mobilenet_v2 features).
 """
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _paths import REPO
 
-TASK = Path(__file__).resolve().parents[1] / "bench" / "ckplus48_task.py"
+TASK = REPO / "bench" / "ckplus48_task.py"
 
 
 @pytest.fixture(scope="module")

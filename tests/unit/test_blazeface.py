@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import math
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from _paths import REPO, WEIGHTS
 from neopain.faces.detectors.blazeface import (FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, decode, five_points,
                                ssd_anchors, weighted_nms)
 from neopain.faces.mpmodels import FILES
-
-WEIGHTS = Path(__file__).resolve().parents[1] / "resources" / "weights"
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +187,7 @@ def test_default_config_builds_blazeface_with_mesh_mouth_corners(videos, blaze):
     from neopain.faces.detectors.registry import build_detector
     from neopain.faces.track import track_video
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     det, ref = build_detector(cfg["track"])
     assert det.name == "blazeface" and ref is not None and ref.mouth_from_mesh
     table, qc = track_video(videos / "single_face.mp4", det, refiner=ref, max_frames=8,
@@ -213,7 +211,7 @@ def test_mesh_presence_check_rejects_a_drawn_face(videos, blaze):
     from neopain.faces.trackparams import params_from_config
     from neopain.faces.track import track_video
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     det, ref = build_detector(cfg["track"])
     params = params_from_config(cfg["track"])
     _, qc = track_video(videos / "no_face.mp4", det, refiner=ref, params=params)

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _paths import REPO
 from neopain.faces.detectors.facemesh import FaceMeshRefiner, mesh_to_five
 from neopain.faces.detectors.mediapipe_client import MediapipeDetector, MediapipeUnavailable
 from neopain.faces.detectors.scrfd import SCRFDDetector
 from neopain.faces.detectors.registry import build_detector
 from neopain.faces.track import track_video
 from neopain.faces.video import iter_frames
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,12 +13,13 @@ from scipy.io import arff
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
 
+from _paths import FIXTURES, SHARED_REFERENCE, SRC
 from neopain.learn.prefilter import Prefiltered
 from neopain.learn.relieff import ReliefF, relieff_scores
 from neopain.learn.select import SELECTORS, make_selector
 from neopain.learn.su import SymmetricUncertainty, su_scores
 
-WEKA_FIXTURES = Path(__file__).parent / "fixtures" / "weka"
+WEKA_FIXTURES = FIXTURES / "weka"
 
 
 # ----------------------------------------------------------------------------
@@ -412,7 +412,7 @@ def test_su_inline_weka_reference():
 @pytest.mark.parametrize("name", ["train", "hard"])
 def test_scores_match_weka_fixtures(name):
     # the check sets themselves stay in ../shared/reference/weka (not copied here)
-    source = Path(__file__).resolve().parents[2] / "shared" / "reference" / "weka" / f"{name}.arff"
+    source = SHARED_REFERENCE / "weka" / f"{name}.arff"
     if not source.is_file():
         pytest.skip(f"{source} not found (shared reference data, tests only)")
     names, X, y = read_arff(source)
@@ -578,7 +578,7 @@ def test_relieff_leaves_torch_thread_count_alone():
         "X = rng.random((120, 30)); y = np.arange(120) % 2\n"
         "ReliefF(n_features_to_select=5, backend='numba', n_jobs=2).fit(X, y)\n"
         "print(torch.get_num_threads())\n")
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(SRC)
     out = subprocess.run([sys.executable, "-c", code, src], check=True, capture_output=True,
                          text=True).stdout
     assert out.strip().splitlines()[-1] == "1"

@@ -14,17 +14,17 @@ identical (Weka's own ``Ranker`` output, parsed).
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from weka_tables import (REFERENCE, ckplus_pixel_table, parse_ranking, parse_scores,
                          run_weka_ranking, run_weka_scores, weka_missing, write_arff)
 
+import _paths
 from neopain.learn.relieff import ReliefF
 from neopain.learn.su import SymmetricUncertainty
 
-FIXTURES = Path(__file__).parent / "fixtures" / "weka"
+FIXTURES = _paths.FIXTURES / "weka"
 PIXELS_ARFF_SHA256 = "9735250e306fbab0987df01abf78a8f527540d3e9d31f312d559d367785f7bee"
 TOL = 1e-6
 

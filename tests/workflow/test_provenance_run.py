@@ -1,6 +1,6 @@
 """The run record, `neopain verify` and `snakemake --report`, on the tiny clean run.
 
-The clean run (shared with tests/test_incremental.py through tests/_tiny.py) writes
+The clean run (shared with tests/workflow/test_incremental.py through tests/_tiny.py) writes
 results/provenance/run.json at its end. Checked here: every output is listed with its rule,
 inputs and sha256 and agrees with the tables' own provenance; `neopain verify` passes on
 the run and reports drift (exit 1) after one byte of an output, or of an input, changes

@@ -19,7 +19,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _paths import REPO
+
 SRC = REPO / "src"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 

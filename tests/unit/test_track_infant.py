@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from _paths import REPO, WEIGHTS
 from neopain.faces.crop import align, crop_video, decode_jpeg, template, transform_points
 from neopain.faces.tracktable import TRACK_SCHEMA
 from neopain.faces.detectors.mtcnn import MTCNNDetector
@@ -33,7 +34,7 @@ def mesh_refiner():
     from neopain.faces.detectors.facemesh import FaceMeshRefiner
     from neopain.faces.mpmodels import MESH_FILE
 
-    d = Path(__file__).resolve().parents[1] / "resources" / "weights"
+    d = WEIGHTS
     if not (d / MESH_FILE).is_file():
         return None
     return FaceMeshRefiner(model_dir=d, backend="litert", replace_five=False, threads=1)
@@ -127,7 +128,7 @@ def default_tracker():
     from neopain.faces.detectors.registry import build_detector
     from neopain.faces.trackparams import params_from_config
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     try:
         det, ref = build_detector(cfg["track"])
     except FileNotFoundError as exc:

@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from _paths import REPO
 from _tiny import job_counts  # noqa: E402  (tests/ helper)
 from neopain.core.provenance import read_provenance
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["penultimate", "conv_last"]
 
 

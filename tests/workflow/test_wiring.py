@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
+from _paths import REPO
 from _tiny import SNAKEMAKE, snakemake, snakemake_cmd, tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "workflow" / "rules"
 HEAVY = ("cv2", "torch", "sklearn")
 

@@ -6,15 +6,15 @@ import json
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+import _paths
 from neopain.features.tables import feature_matrix, fixed_size_list
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(_paths.SRC)
 
 # a conv stack whose activations (32 x 16 x 64 x 64 float32 = 8 MiB) are freed and
 # re-allocated at every layer of every pass, as in a CNN forward over a batch

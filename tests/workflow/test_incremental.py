@@ -1,7 +1,7 @@
 """Incremental recomputation, crash safety, determinism and offline runs, on the tiny config.
 
 One clean run of the tiny DAG (tests/_tiny.py: 4 CK+ sequences of 2 subjects, one
-backbone/layer/protocol/selector, k=[5], nb) is shared with tests/test_provenance_run.py.
+backbone/layer/protocol/selector, k=[5], nb) is shared with tests/workflow/test_provenance_run.py.
 Against it:
 
 * incremental: from Snakemake's dry-run job list, a no-change rerun schedules nothing;
