@@ -29,7 +29,8 @@ def study(repo, shared_data):
     pytest.importorskip("facenet_pytorch")
     track = {"detector": "mtcnn", "landmarks": "facemesh",
              "facemesh": {"model_dir": str(mesh_dir)}}
-    return {"labels": ["no_pain", "pain"], "positive_label": "pain", "track": track,
+    return {"labels": ["no_pain", "pain"], "positive_label": "pain", "fps_for_images": 30.0,
+            "track": track,
             "crop": {"size": 224, "jpeg_quality": 95}, "actions": {}}
 
 

@@ -98,7 +98,7 @@ def actions_pipeline(study: Mapping[str, Any], layer: str, sources: Mapping[str,
     names = A.feature_names(layer, params)
     return {
         "labels": list(study["labels"]), "positive_label": study["positive_label"],
-        "fps_for_images": float(study.get("fps_for_images", 30.0)),
+        "fps_for_images": float(study["fps_for_images"]),
         "track": dict(study.get("track") or {}), "crop": dict(study.get("crop") or {}),
         "tracker_weights": {k[8:]: v for k, v in sources.items() if k.startswith("weights:")},
         "backbone": {"name": "actions", "layer": layer, "cfg": {"actions": params},

@@ -60,7 +60,7 @@ def export_nested_study(study: Mapping[str, Any], *, features: Mapping[tuple, An
 
     exp = dict(study.get("export") or {})
     spec = dict(study["nested"])
-    seed = int(study.get("seed", 0))
+    seed = int(study["seed"])
     from neopain.deploy.actionsmodel import is_exportable
 
     pose_regression = bool((study.get("actions") or {}).get("pose_regression", False))

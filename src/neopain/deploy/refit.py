@@ -96,7 +96,7 @@ def study_settings(study: Mapping[str, Any], cfg: Configuration) -> Settings:
         prefilter=dict((study.get("select") or {}).get("prefilter") or {"method": "none"}),
         classifier_params=dict((cls.get("classifiers") or {}).get(cfg.classifier) or {}),
         preset=cls.get("preset", "paper"), search=dict(cls.get("search") or {}),
-        seed=int(study.get("seed", 0)))
+        seed=int(study["seed"]))
 
 
 def export_model(
@@ -140,7 +140,7 @@ def export_model(
         "labels": list(pipeline["labels"]),
         "positive_label": pipeline["positive_label"],
         "configuration": asdict(cfg),
-        "fps_for_images": float(pipeline.get("fps_for_images", 30.0)),
+        "fps_for_images": float(pipeline["fps_for_images"]),
         "track": dict(pipeline.get("track") or {}),
         "crop": dict(pipeline.get("crop") or {}),
         "tracker_weights": dict(pipeline.get("tracker_weights") or {}),

@@ -43,7 +43,7 @@ def study_pipeline(study: Mapping[str, Any], backbone: str, layer: str,
         embed = {spec.weights_file: Path(wpath).read_bytes()}
     pipeline = {
         "labels": list(study["labels"]), "positive_label": study["positive_label"],
-        "fps_for_images": float(study.get("fps_for_images", 30.0)),
+        "fps_for_images": float(study["fps_for_images"]),
         "track": dict(study.get("track") or {}), "crop": dict(study.get("crop") or {}),
         "tracker_weights": {k[8:]: v for k, v in sources.items()
                             if k.startswith("weights:") and k != wkey},
