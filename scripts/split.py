@@ -12,7 +12,8 @@ def main(sm):
     import pyarrow as pa
 
     from neopain.core.samples import load_samples
-    from neopain.learn.split import SPLIT_SCHEMA, make_split, usable_subjects
+    from neopain.core.samples import usable_subjects
+    from neopain.learn.split import SPLIT_SCHEMA, make_split
 
     p = sm.params
     log = runtime.logging.getLogger("split")

@@ -180,3 +180,34 @@ def check_study(samples: pd.DataFrame, labels: Iterable[str],
         problem = protocol_problem(name, spec, n)
         if problem:
             raise SampleSheetError(f"{sheet}: field 'subject_id': {problem}")
+
+
+def subject_labels(samples: pd.DataFrame) -> pd.Series:
+    """Majority label per subject (ties: the alphabetically first label)."""
+    counts = samples.groupby(["subject_id", "label"]).size().reset_index(name="n")
+    counts = counts.sort_values(["subject_id", "n", "label"], ascending=[True, False, True])
+    return counts.drop_duplicates("subject_id").set_index("subject_id")["label"].sort_index()
+
+
+def usable_subjects(samples: pd.DataFrame, qc: dict[str, dict]
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(samples of subjects with usable frames, subjects left out)``.
+
+    A video is usable when its track has an ok frame (status ``ok``,
+    ``low_success`` or ``partial``); a subject is left out when none of its
+    videos is.  ``qc`` maps video_id to its ``results/tracks/{video}.qc.json``.
+    The second frame has ``subject_id``, ``label``, ``videos`` and ``reason``
+    (each video with its status), one row per subject left out.
+    """
+    used = {v: int((qc.get(v) or {}).get("n_ok") or 0) > 0 for v in samples["video_id"]}
+    rows = []
+    for subject, part in samples.groupby("subject_id", sort=True):
+        if any(used[v] for v in part["video_id"]):
+            continue
+        why = ", ".join(f"{v}: {(qc.get(v) or {}).get('status', 'not tracked')}"
+                        for v in part["video_id"])
+        rows.append((subject, subject_labels(part).iloc[0], ",".join(part["video_id"]),
+                     f"no usable frames ({why})"))
+    excluded = pd.DataFrame(rows, columns=["subject_id", "label", "videos", "reason"])
+    keep = samples[~samples["subject_id"].isin(set(excluded["subject_id"]))]
+    return keep, excluded

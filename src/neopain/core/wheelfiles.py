@@ -15,6 +15,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from neopain.core.provenance import atomic_path
+
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -61,3 +63,32 @@ def fetch_main(fetch, doc: str, default_dest: str, wheel_help: str, done: str,
     args = ap.parse_args(argv)
     print(done.format(dest=fetch(args.dest, args.wheel)))
     return 0
+
+
+#: a weights folder's record of its files' sha256 (``sha256sum`` format)
+SUMS_FILE = "SHA256SUMS"
+
+
+def read_sums(weights_dir: str | Path | None) -> dict[str, str]:
+    """``<weights_dir>/SHA256SUMS`` (``sha256sum`` format) as {file name: sha256}."""
+    if not weights_dir:
+        return {}
+    path = Path(weights_dir) / SUMS_FILE
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2 and not line.startswith("#"):
+            out[parts[1].lstrip("*")] = parts[0].lower()
+    return out
+
+
+def record_sum(weights_dir: Path, filename: str, digest: str) -> None:
+    """Record ``digest`` as ``filename``'s sha256 in ``weights_dir``'s SHA256SUMS."""
+    sums = read_sums(weights_dir)
+    sums[filename] = digest
+    path = weights_dir / SUMS_FILE
+    text = "".join(f"{h}  {f}\n" for f, h in sorted(sums.items()))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)

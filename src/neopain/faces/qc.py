@@ -174,7 +174,7 @@ def summary_table(rows: list[dict[str, Any]], samples, montages: dict[str, str])
 
 def summary_markdown(table: pa.Table, samples) -> str:
     """Markdown: status counts, every video that is not ``ok``, subjects left out."""
-    from neopain.learn.split import usable_subjects
+    from neopain.core.samples import usable_subjects
 
     df = table.to_pandas()
     counts = df["status"].value_counts().to_dict()

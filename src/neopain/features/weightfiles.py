@@ -20,28 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neopain.core.provenance import sha256_file
+from neopain.core.wheelfiles import SUMS_FILE, read_sums
 from neopain.features.pins import WeightsError
 
 if TYPE_CHECKING:
     from neopain.features.registry import BackboneSpec
-
-SUMS_FILE = "SHA256SUMS"
-
-
-def read_sums(weights_dir: str | Path | None) -> dict[str, str]:
-    """``<weights_dir>/SHA256SUMS`` (``sha256sum`` format) as {file name: sha256}."""
-    if not weights_dir:
-        return {}
-    path = Path(weights_dir) / SUMS_FILE
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        parts = line.strip().split(None, 1)
-        if len(parts) == 2 and not line.startswith("#"):
-            out[parts[1].lstrip("*")] = parts[0].lower()
-    return out
-
 
 def pins_for(spec: BackboneSpec, weights_dir: str | Path | None) -> list[tuple[str, str]]:
     """Every (pin, where it comes from) that applies to ``spec``'s weights file."""

@@ -19,7 +19,8 @@ import torch
 
 from neopain.core.provenance import atomic_path, sha256_file
 from neopain.features.registry import REGISTRY, BackboneSpec, get_spec
-from neopain.features.weightfiles import (SUMS_FILE, WeightsError, pins_for, read_sums, verify_file,
+from neopain.core.wheelfiles import record_sum
+from neopain.features.weightfiles import (WeightsError, pins_for, verify_file,
                                           weight_candidates)
 from neopain.features.weightload import adapt_state, load_weights_into, read_torch_state
 
@@ -47,15 +48,6 @@ def specs(names: list[str] | None, backbones_cfg: Mapping[str, Any] | None) -> l
     cfg = dict(backbones_cfg or {})
     names = names or sorted(set(REGISTRY) | set(cfg))
     return [get_spec(n, cfg.get(n)) for n in names]
-
-
-def record_sum(weights_dir: Path, filename: str, digest: str) -> None:
-    sums = read_sums(weights_dir)
-    sums[filename] = digest
-    path = weights_dir / SUMS_FILE
-    text = "".join(f"{h}  {f}\n" for f, h in sorted(sums.items()))
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
 
 
 def import_weights(name: str, source: str | Path, weights_dir: str | Path,
