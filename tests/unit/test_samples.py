@@ -41,35 +41,22 @@ def test_missing_column(tmp_path):
         load_samples(p, LABELS)
 
 
-def test_duplicate_id(tmp_path):
-    p = write(tmp_path, "video_id\tsubject_id\tpath\tlabel\nv1\ts1\ta.mp4\tpain\n"
-                        "v1\ts2\ta.mp4\tpain\n")
-    with pytest.raises(SampleSheetError,
-                       match=r"line 3 \(video_id='v1'\): field 'video_id' duplicates line 2"):
+HEADER = "video_id\tsubject_id\tpath\tlabel\n"
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("v1\ts1\ta.mp4\tpain\nv1\ts2\ta.mp4\tpain\n",
+     r"line 3 \(video_id='v1'\): field 'video_id' duplicates line 2"),
+    ("\ts1\ta.mp4\tpain\n", r"line 2: field 'video_id' is empty"),
+    ("v1\ts1\ta.mp4\thurts\n",
+     r"line 2 \(video_id='v1'\): field 'label' has unknown label 'hurts'"),
+    ("v1\ts1\tmissing.mp4\tpain\n",
+     r"line 2 \(video_id='v1'\): field 'path': .*missing.mp4 does not exist"),
+    ("v 1/x\ts1\ta.mp4\tpain\n", r"field 'video_id' must match"),
+], ids=["duplicate_id", "empty_id", "unknown_label", "bad_path", "bad_id_characters"])
+def test_bad_row_names_line_and_field(tmp_path, rows, message):
+    p = write(tmp_path, HEADER + rows)
+    with pytest.raises(SampleSheetError, match=message):
         load_samples(p, LABELS)
 
 
-def test_empty_id(tmp_path):
-    p = write(tmp_path, "video_id\tsubject_id\tpath\tlabel\n\ts1\ta.mp4\tpain\n")
-    with pytest.raises(SampleSheetError, match=r"line 2: field 'video_id' is empty"):
-        load_samples(p, LABELS)
-
-
-def test_unknown_label(tmp_path):
-    p = write(tmp_path, "video_id\tsubject_id\tpath\tlabel\nv1\ts1\ta.mp4\thurts\n")
-    with pytest.raises(SampleSheetError,
-                       match=r"line 2 \(video_id='v1'\): field 'label' has unknown label 'hurts'"):
-        load_samples(p, LABELS)
-
-
-def test_bad_path(tmp_path):
-    p = write(tmp_path, "video_id\tsubject_id\tpath\tlabel\nv1\ts1\tmissing.mp4\tpain\n")
-    with pytest.raises(SampleSheetError,
-                       match=r"line 2 \(video_id='v1'\): field 'path': .*missing.mp4 does not exist"):
-        load_samples(p, LABELS)
-
-
-def test_bad_id_characters(tmp_path):
-    p = write(tmp_path, "video_id\tsubject_id\tpath\tlabel\nv 1/x\ts1\ta.mp4\tpain\n")
-    with pytest.raises(SampleSheetError, match=r"field 'video_id' must match"):
-        load_samples(p, LABELS)
