@@ -129,9 +129,6 @@ class FaceScorer:
             self.reduce = reduce_factor(self.crop_size, self.input_size)
         self.fps_for_images = float(info.get("fps_for_images", 30.0))
         self.video = model.video                 # a video-level model, or None
-        # during a pass: the frames' features (video level), features + pose (actions
-        # statistics), the track table (two passes)
-        self._F = self._Fs = self._track = None
         # an actions statistics table (actions/video, actions/pose): rows made per block
         self.statistics = self.actions and b["layer"] != "frame"
         if self.statistics and self.video is None:
@@ -171,7 +168,6 @@ class FaceScorer:
 
         from neopain.faces.track import track_video
 
-        self._F = self._Fs = self._track = None
         frames_iter = self.frames(path)        # raises now for a missing path
         track = partial(track_video, path, self.detector, params=self.track_params,
                         refiner=self.refiner, fps_for_images=self.fps_for_images,
@@ -206,14 +202,15 @@ class FaceScorer:
         n = len(tr["frame"])
         score = np.full(n, np.nan)
         feat_ok = np.zeros(n, dtype=bool)
-        if keep:
-            self._F = np.full((n, dim), np.nan, np.float32)
+        # the frames' features (video level); actions statistics: features + pose
+        F = np.full((n, dim), np.nan, np.float32) if keep else None
+        Fs = None
         t1 = time.perf_counter()
         if single:
             for p, (s, fin, f) in got.items():
                 score[p], feat_ok[p] = s, fin
                 if keep:
-                    self._F[p] = f
+                    F[p] = f
             n_scored = st["n_scored"]
             dev = max((float(np.abs(lm.ravel() - np.asarray(tr["landmarks"][p])).max())
                        for p, lm in st["landmarks"].items()), default=0.0)
@@ -225,13 +222,13 @@ class FaceScorer:
                             "%.3g px (lookahead %d)", path, dev, self.opt.lookahead)
             timing = {"track_and_score": t_track, "single_pass": info}
         else:
-            self._track = table
-            n_scored = self._score_frames(path, tr, score, feat_ok)
+            if self.actions:
+                n_scored, F, Fs = self._score_actions(path, table, score, feat_ok, F)
+            else:
+                n_scored = self._score_frames(path, tr, score, feat_ok, F)
             timing = {"track": t_track, "features_classify": time.perf_counter() - t1,
                       "single_pass": None}
-        out = TrackedSource(table, qc, tr, score, feat_ok, n_scored, timing, self._F, self._Fs)
-        self._F = self._Fs = self._track = None
-        return out
+        return TrackedSource(table, qc, tr, score, feat_ok, n_scored, timing, F, Fs)
 
     def _network_input(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """One face's network input: aligned crop, JPEG round trip at the study's quality."""
@@ -254,14 +251,12 @@ class FaceScorer:
             s[fin] = self.model.score(F[fin])
         return F, s, fin
 
-    def _score_frames(self, path: Path, tr: dict, score: np.ndarray,
-                      feat_ok: np.ndarray) -> int:
-        """Second pass: align, JPEG round trip, backbone, model -- in batches."""
+    def _score_frames(self, path: Path, tr: dict, score: np.ndarray, feat_ok: np.ndarray,
+                      F: np.ndarray | None) -> int:
+        """Second pass: align, JPEG round trip, backbone, model -- in batches; ``F`` (video
+        level) receives the features, scored after the pass."""
         from neopain.faces.crop import align, encode_jpeg
         from neopain.features.extract import decode_batch
-
-        if self.actions:
-            return self._score_actions(path, score, feat_ok)
 
         pos = {int(f): i for i, f in enumerate(tr["frame"])}
         want = {int(f) for f, o in zip(tr["frame"], tr["ok"]) if o}
@@ -277,10 +272,10 @@ class FaceScorer:
             if not jpegs:
                 return
             batch = decode_batch(jpegs, self.input_size, self.reduce)
-            F, s, fin = self._score_batch(batch, scale=self._F is None)
+            feats, s, fin = self._score_batch(batch, scale=F is None)
             idx = np.asarray(where)
-            if self._F is not None:            # video level: scored after the pass
-                self._F[idx] = F
+            if F is not None:                  # video level: scored after the pass
+                F[idx] = feats
             score[idx] = s
             feat_ok[idx] = fin
             done += len(jpegs)
@@ -309,32 +304,36 @@ class FaceScorer:
         flush()
         return done
 
-    def _score_actions(self, path: Path, score: np.ndarray, feat_ok: np.ndarray) -> int:
+    def _score_actions(self, path: Path, table: pa.Table, score: np.ndarray,
+                       feat_ok: np.ndarray, kept: np.ndarray | None):
         """An actions model: its features from the tracked frames' meshes
-        (:func:`neopain.deploy.actionsmodel.frame_feature_matrix`), scored like the backbone's."""
+        (:func:`neopain.deploy.actionsmodel.frame_feature_matrix`), scored like the
+        backbone's. ``(n scored, kept features, statistics input)``: video level keeps the
+        features (with their pose when pose is regressed out), a statistics table keeps
+        features + pose as both."""
         from neopain.deploy.actionsmodel import frame_feature_matrix
 
         frames = self.frames(path) if self.model.info["backbone"]["cfg"]["actions"].get(
             "texture", True) else None
         try:
-            F, P = frame_feature_matrix(self._track, frames, self.model.info["backbone"],
+            F, P = frame_feature_matrix(table, frames, self.model.info["backbone"],
                                         self.crop_size, self.jpeg_quality)
         except VideoError:   # the tracking pass stopped at the same place
-            F, P = frame_feature_matrix(self._track, None, self.model.info["backbone"],
+            F, P = frame_feature_matrix(table, None, self.model.info["backbone"],
                                         self.crop_size, self.jpeg_quality)
-        fin = np.isfinite(F).all(axis=1) & np.asarray(self._track.column("ok").to_pylist(),
-                                                      bool)
+        ok = np.asarray(table.column("ok").to_pylist(), bool)
+        fin = np.isfinite(F).all(axis=1) & ok
+        stats = None
         if self.statistics:               # frames with a mesh, for the block statistics
-            fin = np.isfinite(P).all(axis=1) & np.asarray(
-                self._track.column("ok").to_pylist(), bool)
-            self._F = self._Fs = np.hstack([F, P])
-        elif self._F is not None:
+            fin = np.isfinite(P).all(axis=1) & ok
+            kept = stats = np.hstack([F, P])
+        elif kept is not None:
             if self.video.n_frame_pose:   # pose regressed out: frames carry their pose
                 F = np.hstack([F, P])
-                self._F = np.full(F.shape, np.nan, np.float32)
-            self._F[fin] = F[fin]
+                kept = np.full(F.shape, np.nan, np.float32)
+            kept[fin] = F[fin]
         elif fin.any():
             score[fin] = self.model.score(F[fin])
         feat_ok[:] = fin
-        return int(fin.sum())
+        return int(fin.sum()), kept, stats
 
