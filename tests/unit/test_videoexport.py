@@ -16,7 +16,8 @@ from neopain.deploy.videoexport import (VideoScorer, export_nested_model, serial
 SPEC = {"baselines": ["none", "center"], "poolings": {"mean_std": ["mean", "std"]},
         "selection": [{"selector": "all"}], "models": {"logreg_l2": {}, "linear_svm": {}},
         "ensembles": [], "inner_splits": 4}
-PIPELINE = {"labels": ["no_pain", "pain"], "positive_label": "pain",
+PIPELINE = {"labels": ["no_pain", "pain"], "positive_label": "pain", "fps_for_images": 30.0,
+            "track": {}, "crop": {}, "tracker_weights": {},
             "backbone": {"name": "fer", "layer": "conv_last", "weights_file": "w.h5",
                          "weights_sha256": "0" * 64}}
 
