@@ -14,7 +14,10 @@ subject-grouped CV and ``shards.count`` shards. Then, one after the other:
 2. the same per-video work in one process calling the library: track + crop +
    keyframes (one decode pass, as the shard job), the features of every backbone,
    the strain signal and the QC montage, for every clip (torch on ``--cores`` threads);
-3. one more clip added to the sheet: the incremental run.
+3. one more clip added to the sheet: the incremental run. Its shard jobs restore the
+   shard's other videos from the per-video cache (``shards.cache``, docs/scale.md) and
+   compute the new clip; the line after it says how many were restored and computed, and
+   the seconds of each job (the aggregations rerun whole).
 
 Prints machine, versions, the wall times, the jobs of each run and two ratios: DAG wall
 / one process (target <= 1.25; the DAG also runs the aggregations: gather, split,
@@ -124,6 +127,39 @@ def run_dag(root: Path, cores: int, *extra: str) -> tuple[float, dict]:
     return wall, job_counts(proc.stdout + proc.stderr, by_shard=True)
 
 
+def job_times(root: Path, since: float) -> dict[str, float]:
+    """Rule -> wall seconds of each job that started after ``since`` (Snakemake's
+    metadata records every output's job start and end)."""
+    import json
+
+    jobs = {}
+    for f in (root / ".snakemake" / "metadata").iterdir():
+        try:
+            m = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if m.get("starttime") and m["starttime"] >= since:
+            jobs[m["rule"]] = m["endtime"] - m["starttime"]
+    return jobs
+
+
+def cache_counts(root: Path, since: float) -> tuple[int, int]:
+    """(videos restored, videos computed) by the shard jobs that ran after ``since``,
+    from the last line of their logs."""
+    import re
+
+    restored = computed = 0
+    for log in [*(root / "logs" / "shards").glob("*.log"),
+                *(root / "logs" / "extract").glob("*/_shard_*.log")]:
+        if log.stat().st_mtime < since:
+            continue
+        found = re.findall(r"(\d+) video\(s\) restored, (\d+) computed", log.read_text())
+        if found:
+            restored += int(found[-1][0])
+            computed += int(found[-1][1])
+    return restored, computed
+
+
 def one_process(root: Path, cores: int) -> tuple[float, int]:
     """The per-video work of the whole study in this process: (seconds, videos)."""
     import pyarrow.parquet as pq  # noqa: F401
@@ -211,8 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         one, n = one_process(root, args.cores)
         print(f"one process, same per-video work (track+crop+keyframes, features, strain, "
               f"montage) for {n} videos: {one:.1f} s ({one / n:.2f} s per video)")
+        since = time.time()
         inc, inc_jobs = run_dag(root, args.cores, "--config", f"samples={root / 'grown.tsv'}")
         print(f"adding one clip: {inc:.1f} s wall, {sum(inc_jobs.values())} jobs: {inc_jobs}")
+        restored, computed = cache_counts(root, since)
+        times = job_times(root, since)
+        shard = {r: t for r, t in times.items() if r.rsplit("_", 1)[-1][1:].isdigit()}
+        print(f"  the new clip's shard: {computed} video-stage(s) computed, {restored} restored "
+              f"from shards.cache; shard jobs {sum(shard.values()):.1f} s of job time, "
+              f"aggregations {sum(times.values()) - sum(shard.values()):.1f} s")
+        print("  job seconds: " + ", ".join(f"{r} {t:.1f}" for r, t in
+                                            sorted(times.items(), key=lambda x: -x[1])))
         print(f"ratio DAG / one process: {full / one:.2f} (target <= 1.25)")
         print(f"ratio incremental / full: {100 * inc / full:.1f}% (target <= 5%)")
     return 0

@@ -134,7 +134,8 @@ def _joined_selector(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame | None:
 def compare(base: Path, head: Path) -> list[tuple[str, str]]:
     """(table, verdict) for every Parquet table under either side's ``results/``."""
     rel = lambda w: {p.relative_to(w / "results").as_posix()  # noqa: E731
-                     for p in (w / "results").rglob("*.parquet")}
+                     for p in (w / "results").rglob("*.parquet")
+                     if not p.relative_to(w / "results").as_posix().startswith(".cache/")}
     a_tabs, b_tabs = rel(base), rel(head)
     out = []
     for t in sorted(a_tabs | b_tabs):

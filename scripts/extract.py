@@ -10,14 +10,22 @@ def main(sm):
     import pyarrow.parquet as pq
     import torch
 
+    from neopain.core.videocache import cache_for
     from neopain.features.backbones import load_backbone
     from neopain.features.extract import extract_video, pick_device, precision_name
+    from neopain.features.registry import get_spec
+    from neopain.features.weightfiles import locate
 
     p = sm.params
     torch.set_num_threads(max(1, sm.threads))
     backbone_cfg = dict(p.backbone_cfg)
-    net, sources = load_backbone(p.backbone, list(p.layers), p.weights_dir,
-                                 cfg=backbone_cfg)
+    loaded = []   # (net, sources), once per shard, when a video needs the network
+
+    def network():
+        if not loaded:
+            loaded.extend(load_backbone(p.backbone, list(p.layers), p.weights_dir,
+                                        cfg=backbone_cfg))
+        return loaded
     device = pick_device(p.device)
     stage = {"backbone": p.backbone, "layers": list(p.layers), "dtype": p.dtype,
              "fast_decode": bool(p.fast_decode)}
@@ -26,6 +34,7 @@ def main(sm):
 
     def one(i):
         crops = p.crops[i]
+        net, sources = network()
         table = extract_video(net, p.videos[i]["video_id"], pq.read_table(crops),
                               pq.read_table(p.keyframes[i]), batch_size=p.batch_size,
                               device=device, precision=p.precision, dtype=p.dtype,
@@ -36,7 +45,14 @@ def main(sm):
                     "precision": precision_name(device, p.precision)})
         provenance.write_table(table, sm.output.features[i], prov)
 
-    shards.run_videos(sm, one)
+    cache = None
+    if sm.config["shards"]["cache"]:   # the weights file's digest is part of every key
+        weights = locate(get_spec(p.backbone, backbone_cfg), p.weights_dir)[1]
+        cache = cache_for(sm, f"extract/{p.backbone}", ("features",),
+                          inputs=("crops", "keyframes"),
+                          extra={"weights": weights, "device": device.type,
+                                 "precision": precision_name(device, p.precision)})
+    shards.run_videos(sm, one, cache=cache)
     shards.write_manifest(sm.output.manifest, sm, ("features",))
 
 

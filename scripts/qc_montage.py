@@ -9,6 +9,7 @@ def main(sm):
 
     import pyarrow.parquet as pq
 
+    from neopain.core.videocache import cache_for
     from neopain.faces.qc import faces_mode, montage, write_png
 
     cfg = dict(sm.params.report)
@@ -21,7 +22,8 @@ def main(sm):
                       crop_size=int(sm.params.crop_size))
         write_png(img, sm.output.montages[i])
 
-    shards.run_videos(sm, one)
+    cache = cache_for(sm, "qc_montage", ("montages",), inputs=("crops", "tracks", "qc"))
+    shards.run_videos(sm, one, cache=cache)
     shards.write_manifest(sm.output.manifest, sm, ("montages",))
 
 

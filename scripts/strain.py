@@ -6,6 +6,7 @@ from neopain.core import shards
 
 
 def main(sm):
+    from neopain.core.videocache import cache_for
     from neopain.features.strain import signal_status, strain_signal
 
     cfg = dict(sm.params.strain)
@@ -25,7 +26,8 @@ def main(sm):
                                           params=cfg)
         provenance.write_table(table, sm.output.signals[i], prov)
 
-    shards.run_videos(sm, one)
+    cache = cache_for(sm, "strain", ("signals",), inputs=("crops",))
+    shards.run_videos(sm, one, cache=cache)
     shards.write_manifest(sm.output.manifest, sm, ("signals",))
 
 

@@ -25,15 +25,22 @@ def main(sm):
     from neopain.faces.detectors.registry import build_detector
     from neopain.faces.trackparams import params_from_config
     from neopain.faces.video import source_sha256
+    from neopain.core.videocache import cache_for
 
     p = sm.params
     cfg, crop_cfg, kf_cfg = dict(p.track), dict(p.crop), dict(p.keyframes)
-    detector, refiner = build_detector(cfg)     # once per shard: the start-up paid once
+    models = []   # detector and refiner, built once per shard, when a video needs them
+
+    def detector_pair():
+        if not models:
+            models.extend(build_detector(cfg))
+        return models
     track_params = params_from_config(cfg)
     max_bytes = int(p.shards["keep_frames_mb"]) << 20
 
     def one(i):
         video = p.videos[i]
+        detector, refiner = detector_pair()
         table, qc, crops, keyframes = track_crop_keyframes(
             video["path"], detector, refiner, track_params=track_params, crop_cfg=crop_cfg,
             keyframes_cfg=kf_cfg, fps_for_images=p.fps_for_images,
@@ -63,7 +70,8 @@ def main(sm):
                                              upstream=[prov_crop], params=kf_cfg)
         provenance.write_table(keyframes, sm.output.keyframes[i], prov_kf)
 
-    shards.run_videos(sm, one, logs=list(sm.log.videos))
+    cache = cache_for(sm, "track", ("tracks", "qc", "crops", "keyframes"), source=True)
+    shards.run_videos(sm, one, logs=list(sm.log.videos), cache=cache)
     shards.write_manifest(sm.output.manifest, sm, ("tracks", "qc", "crops", "keyframes"))
 
 

@@ -129,7 +129,9 @@ def dry_run_jobs(work: Path, *args: str) -> dict[str, int]:
 
 
 def result_tables(work: Path) -> list[Path]:
-    return sorted(p.relative_to(work) for p in (work / "results").rglob("*.parquet"))
+    """Every Parquet table under results/, less the per-video cache (results/.cache)."""
+    return sorted(p.relative_to(work) for p in (work / "results").rglob("*.parquet")
+                  if ".cache" not in p.relative_to(work / "results").parts)
 
 
 def table_fingerprint(path: Path) -> dict:

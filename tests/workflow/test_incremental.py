@@ -106,6 +106,36 @@ def test_adding_a_video_schedules_exactly_its_shard_and_the_aggregations(clean):
           f"of {len(shards)} and the aggregations: {by_shard}")
 
 
+def test_adding_a_video_computes_only_that_video_of_its_shard(clean, tmp_path):
+    """The incremental run itself: the new video's shard jobs rerun, but its shard mates'
+    per-video files come back from the cache (shards.cache, docs/scale.md) byte for byte;
+    only the new video is tracked, featurised and measured, and the run leaves nothing to do."""
+    from neopain.core.shards import assign
+
+    work = tmp_path / "grown"
+    shutil.copytree(clean, work, symlinks=True)
+    _tiny.write_sheet(work / "grown.tsv", [*_tiny.TINY_VIDEOS, _tiny.EXTRA_VIDEO])
+    count = yaml.safe_load((work / "config.yaml").read_text())["shards"]["count"]
+    shards = assign([v[0] for v in (*_tiny.TINY_VIDEOS, _tiny.EXTRA_VIDEO)], count)
+    shard = next(name for name, vids in shards.items() if _tiny.EXTRA_VIDEO[0] in vids)
+    mates = [v for v in shards[shard] if v != _tiny.EXTRA_VIDEO[0]]
+    per_video = [f"results/{d}/{v}.parquet" for v in mates
+                 for d in ("tracks", "crops", "keyframes", "strain",
+                           "features/mobilenet_v2/_per_video")] + \
+                [f"results/qc/{v}.montage.png" for v in mates]
+    _tiny.snakemake(work, "--config", "samples=grown.tsv")
+    for f in per_video:
+        assert (work / f).read_bytes() == (clean / f).read_bytes(), f
+    logs = [f"logs/shards/track_{shard}.log", f"logs/shards/strain_{shard}.log",
+            f"logs/shards/qc_montage_{shard}.log",
+            f"logs/extract/mobilenet_v2/_shard_{shard}.log"]
+    for log in logs:
+        text = (work / log).read_text()
+        assert f"{len(mates)} video(s) restored, 1 computed" in text, (log, text[-2000:])
+    assert "restored from cache entry" in (work / f"logs/track/{mates[0]}.log").read_text()
+    assert _tiny.dry_run_jobs(work, "--config", "samples=grown.tsv") == {}
+
+
 def test_changing_a_selector_parameter_reruns_only_selection_and_downstream(clean):
     cfg = _tiny.variant_config(
         clean, "selector", select={"k": [5], "selectors": {"relieff": {"n_neighbors": 5}}})

@@ -119,10 +119,13 @@ def _parquet_provenance(path: Path) -> dict[str, Any] | None:
 
 
 def _result_files(results: Path, skip: Iterable[Path]) -> list[Path]:
+    """Every result file, less temporary files and hidden folders (the per-video cache,
+    results/.cache, holds no results: neopain.core.videocache)."""
     skip = {p.resolve() for p in skip}
     return sorted(p for p in results.rglob("*")
                   if p.is_file() and p.resolve() not in skip
-                  and not p.name.startswith(".") and not p.name.endswith(".tmp"))
+                  and not any(part.startswith(".") for part in p.relative_to(results).parts)
+                  and not p.name.endswith(".tmp"))
 
 
 def _with_manifest_files(workdir: Path, inputs: list[str],

@@ -69,22 +69,34 @@ def video_log(path: str | None) -> Iterator[None]:
         handler.close()
 
 
-def run_videos(sm: Any, one: Callable[[int], None], logs: Sequence[str] | None = None) -> None:
+def run_videos(sm: Any, one: Callable[[int], None], logs: Sequence[str] | None = None,
+               cache: Any = None) -> None:
     """``one(i)`` for every video of shard job ``sm``; a video that raises does not stop
     the others: every video is attempted, then the job fails naming the ones that did not
     finish (Snakemake then removes the shard's outputs; ``--keep-going`` runs the other
     shards).  Bad *input* (unreadable or truncated video) is not an exception here: the
-    track stage records it per video (``track.on_error: record``)."""
+    track stage records it per video (``track.on_error: record``).
+
+    ``cache`` (a :class:`neopain.core.videocache.VideoCache`): a video whose files are
+    kept under the same key (same inputs, settings and code) is restored, not computed;
+    a computed video is kept. So a shard that reruns because one video joined it
+    computes that video only."""
     videos = [v["video_id"] for v in sm.params.videos]
     failed: list[str] = []
     for i, vid in enumerate(videos):
         with video_log(logs[i] if logs else None):
             log.info("video %d/%d: %s", i + 1, len(videos), vid)
             try:
-                one(i)
+                if cache is None or not cache.restore(i):
+                    one(i)
+                    if cache is not None:
+                        cache.keep(i, logs[i] if logs else None)
             except Exception as exc:  # noqa: BLE001 - reported below, job fails at the end
                 log.error("%s failed: %s\n%s", vid, exc, traceback.format_exc())
                 failed.append(f"{vid}: {exc}")
+    if cache is not None:
+        log.info("cache %s: %d video(s) restored, %d computed", cache.root / cache.stage,
+                 cache.hits, len(videos) - cache.hits - len(failed))
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(videos)} video(s) of this shard failed: "
                            + "; ".join(failed))
