@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--annotate", action="store_true",
                     help="also write NAME.annotated.mp4 with box, landmarks and score "
                     "(contains faces: PHI; off by default)")
+    ca = sub.add_parser("cache", help="per-video cache of the shard jobs (shards.cache)")
+    ca.add_argument("action", choices=["prune"],
+                    help="prune: remove the entries no result uses any more")
+    ca.add_argument("folder", nargs="?", default="results/.cache")
+    ca.add_argument("--dry-run", action="store_true", help="count, remove nothing")
     mo = sub.add_parser("model", help="verify an exported model and describe it")
     mo.add_argument("model")
     mo.add_argument("--json", action="store_true", help="print model.json and provenance")
@@ -129,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         from neopain.core.verify import main as verify_main
 
         return verify_main(args.results)
+    if args.cmd == "cache":
+        from neopain.core.videocache import prune
+
+        n, size = prune(args.folder, dry_run=args.dry_run)
+        print(f"{args.folder}: {n} unused entr{'y' if n == 1 else 'ies'} "
+              f"({size / 2**20:.1f} MiB){' would be' if args.dry_run else ''} removed")
+        return 0
     if args.cmd == "demo-data":
         from neopain.core.demo import main as demo_main
 

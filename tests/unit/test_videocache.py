@@ -184,3 +184,31 @@ def test_a_video_key_does_not_depend_on_its_shard_mates(tmp_path):
 
     assert key(["a", "bb"], inputs=("inputs",)) == key(["a", "bb", "ccc"], inputs=("inputs",))
     assert key(["a", "bb"]) != key(["a", "bb", "ccc"])
+
+
+def test_prune_removes_the_entries_no_result_uses(tmp_path, capsys):
+    from neopain.cli import main
+
+    _inputs(tmp_path, ["a", "bb"])
+    sm = _job(tmp_path, ["a", "bb"])
+    _run(sm)
+    # a nested stage name (extract/<backbone>) with its own result, in use
+    other = _job(tmp_path, ["a"])
+    other["output"] = _Bag(tables=[str(tmp_path / "out" / "a.features.txt")])
+    Path(other.output.tables[0]).write_text("features\n")
+    videocache.cache_for(other, "extract/net", ("tables",), inputs=("inputs",)).keep(0)
+    # a half-written entry of a job killed while keeping
+    (tmp_path / "cache" / "demo" / "ab" / ".abc.tmp1").mkdir(parents=True)
+    # new settings: Snakemake deletes the old results, the job computes and keeps anew
+    assert _rerun(_job(tmp_path, ["a", "bb"], scale=5.0)) == ["a", "bb"]
+    cache = tmp_path / "cache"
+    assert len(list(cache.rglob("entry.json"))) == 5
+    assert main(["cache", "prune", str(cache), "--dry-run"]) == 0
+    assert "3 unused entries" in capsys.readouterr().out   # 2 old settings + half-written
+    assert len(list(cache.rglob("entry.json"))) == 5
+    assert main(["cache", "prune", str(cache)]) == 0
+    # the entries behind today's results stay (both stages), the rest is gone
+    assert len(list(cache.rglob("entry.json"))) == 3
+    assert not (cache / "demo" / "ab" / ".abc.tmp1").exists()
+    assert _rerun(_job(tmp_path, ["a", "bb"], scale=5.0)) == []
+    assert _rerun(_job(tmp_path, ["a", "bb"], scale=2.0)) == ["a", "bb"]

@@ -185,6 +185,36 @@ class VideoCache:
                         self.sm.params.videos[i]["video_id"], exc)
 
 
+def prune(root: str | os.PathLike, dry_run: bool = False) -> tuple[int, int]:
+    """Remove the entries no result uses any more; return (entries, bytes) removed.
+
+    An entry is in use while one of its files is also a result (a hard link: link count
+    above 1); entries left by old settings, old code or deleted videos are not, and
+    neither are entries whose files were copied (no hard links on that file system) or
+    whose results were deleted: all of those go. Half-written entries (a job killed while
+    keeping) go too. ``dry_run``: count, remove nothing.
+    """
+    root = Path(root)
+    removed = freed = 0
+    if not root.is_dir():
+        return 0, 0
+    # entries: the folders holding an entry.json; half-written ones: mkdtemp's ".<key>."
+    entries = {f.parent for f in root.rglob(ENTRY)}
+    entries |= {d for d in root.rglob(".*") if d.is_dir()}
+    for entry in sorted(entries):
+        if not entry.is_dir():
+            continue
+        files = [f for f in entry.iterdir() if f.is_file()]
+        if not entry.name.startswith(".") and any(
+                f.stat().st_nlink > 1 for f in files if f.name not in (ENTRY, LOG)):
+            continue
+        removed += 1
+        freed += sum(f.stat().st_size for f in files if f.stat().st_nlink == 1)
+        if not dry_run:
+            shutil.rmtree(entry)
+    return removed, freed
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
