@@ -7,6 +7,8 @@ from neopain.core import shards
 
 
 def main(sm):
+    import functools
+
     import pyarrow.parquet as pq
     import torch
 
@@ -19,14 +21,11 @@ def main(sm):
     p = sm.params
     torch.set_num_threads(max(1, sm.threads))
     backbone_cfg = dict(p.backbone_cfg)
-    loaded = []   # (net, sources), once per shard, when a video needs the network
-
-    def network():
-        if not loaded:
-            loaded.extend(load_backbone(p.backbone, list(p.layers), p.weights_dir,
-                                        cfg=backbone_cfg))
-        return loaded
+    # (net, sources): loaded once per shard, and only if a video is not restored
+    network = functools.cache(lambda: load_backbone(p.backbone, list(p.layers),
+                                                    p.weights_dir, cfg=backbone_cfg))
     device = pick_device(p.device)
+    precision = precision_name(device, p.precision)
     stage = {"backbone": p.backbone, "layers": list(p.layers), "dtype": p.dtype,
              "fast_decode": bool(p.fast_decode)}
     if backbone_cfg:
@@ -41,8 +40,7 @@ def main(sm):
                               workers=p.workers, fast_decode=p.fast_decode)
         prov = provenance.make_provenance(
             "extract", stage, sources, upstream=[provenance.read_provenance(crops)],
-            params={**stage, "device": device.type,
-                    "precision": precision_name(device, p.precision)})
+            params={**stage, "device": device.type, "precision": precision})
         provenance.write_table(table, sm.output.features[i], prov)
 
     cache = None
@@ -51,7 +49,7 @@ def main(sm):
         cache = cache_for(sm, f"extract/{p.backbone}", ("features",),
                           inputs=("crops", "keyframes"),
                           extra={"weights": weights, "device": device.type,
-                                 "precision": precision_name(device, p.precision)})
+                                 "precision": precision})
     shards.run_videos(sm, one, cache=cache)
     shards.write_manifest(sm.output.manifest, sm, ("features",))
 

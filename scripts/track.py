@@ -21,6 +21,8 @@ class _Progress:
 
 
 def main(sm):
+    import functools
+
     from neopain.faces.framepass import track_crop_keyframes
     from neopain.faces.detectors.registry import build_detector
     from neopain.faces.trackparams import params_from_config
@@ -29,12 +31,8 @@ def main(sm):
 
     p = sm.params
     cfg, crop_cfg, kf_cfg = dict(p.track), dict(p.crop), dict(p.keyframes)
-    models = []   # detector and refiner, built once per shard, when a video needs them
-
-    def detector_pair():
-        if not models:
-            models.extend(build_detector(cfg))
-        return models
+    # detector and refiner: built once per shard, and only if a video is not restored
+    detector_pair = functools.cache(lambda: build_detector(cfg))
     track_params = params_from_config(cfg)
     max_bytes = int(p.shards["keep_frames_mb"]) << 20
 

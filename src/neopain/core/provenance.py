@@ -55,6 +55,23 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def source_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a folder: over the sorted ``(relative posix name, file
+    sha256)`` of every regular file below it (hidden ones included), each fed as
+    ``"<name>\\0<hex>\\n"``, so renaming, adding, removing or changing a file changes it.
+    The ``video:<id>`` source of the tables' provenance, the run record's input hashes and
+    the per-video cache's keys (:mod:`neopain.core.videocache`) all use it."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    entries = sorted((p.relative_to(path).as_posix(), sha256_file(p))
+                     for p in path.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for name, digest in entries:
+        h.update(f"{name}\0{digest}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 

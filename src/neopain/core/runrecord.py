@@ -29,27 +29,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from neopain.core.provenance import (META_KEY, canonical_json, code_version, config_hash,
-                         package_versions, sha256_file, write_json)
+                         package_versions, source_sha256, write_json)
 
 FORMAT = "neopain.run-record/1"
 RECORD_PATH = Path("results") / "provenance" / "run.json"
-
-
-def source_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, or of a folder (sorted ``name\\0sha256\\n`` entries).
-
-    The same definition as :func:`neopain.faces.video.source_sha256`, so the hash of a frame
-    folder here equals the ``video:<id>`` source in the tables' provenance.
-    """
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    entries = sorted((p.relative_to(path).as_posix(), sha256_file(p))
-                     for p in path.rglob("*") if p.is_file())
-    for name, digest in entries:
-        h.update(f"{name}\0{digest}\n".encode("utf-8"))
-    return h.hexdigest()
 
 
 def _stamp(path: Path) -> list[int]:

@@ -24,7 +24,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neopain.core.runrecord import RECORD_PATH, _result_files, source_sha256
+from neopain.core.provenance import source_sha256
+from neopain.core.runrecord import RECORD_PATH, _result_files
 
 
 @dataclass

@@ -41,6 +41,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from neopain.core.provenance import package_versions, source_sha256
+
 log = logging.getLogger(__name__)
 
 ENTRY = "entry.json"
@@ -52,8 +54,6 @@ def code_digest(scripts: str | None = None) -> str:
     """sha256 of the ``neopain`` package's source files and of the rule scripts' folder
     (``scripts``: the job's ``snakemake.scriptdir``), the recorded package versions and
     the Python version: any edit to the code changes every key."""
-    from neopain.core.provenance import package_versions
-
     h = hashlib.sha256()
     for root in [Path(__file__).resolve().parents[1], *([Path(scripts)] if scripts else [])]:
         for path in sorted(root.rglob("*.py")):
@@ -69,19 +69,6 @@ def accelerator() -> dict[str, Any]:
     node and CUDA_VISIBLE_DEVICES (a GPU node and a CPU node never share entries)."""
     return {"nvidia": os.path.exists("/dev/nvidiactl"),
             "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
-
-
-def _file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file, or of a folder's files (names and bytes, sorted)."""
-    from neopain.core.provenance import sha256_file
-
-    path = Path(path)
-    if not path.is_dir():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode())
-    return h.hexdigest()
 
 
 class VideoCache:
@@ -104,7 +91,7 @@ class VideoCache:
         self.settings = {k: v for k, v in sm.params.items()
                          if k not in {"videos", *self.inputs}}
         self.extra = dict(extra or {})
-        self.hits = self.misses = 0
+        self.hits = 0   # videos restored
         self._keys: dict[int, str] = {}
 
     def key(self, i: int) -> str:
@@ -116,8 +103,8 @@ class VideoCache:
         video = dict(self.sm.params.videos[i])
         material = {
             "stage": self.stage, "video": video, "settings": self.settings,
-            "inputs": {name: _file_digest(self.sm.params[name][i]) for name in self.inputs},
-            "source": _file_digest(video["path"]) if self.source else None,
+            "inputs": {name: source_sha256(self.sm.params[name][i]) for name in self.inputs},
+            "source": source_sha256(video["path"]) if self.source else None,
             "extra": self.extra, "accelerator": accelerator(),
             "code": code_digest(getattr(self.sm, "scriptdir", None)),
         }
@@ -137,21 +124,18 @@ class VideoCache:
             entry = self._entry(key)
             meta_path = entry / ENTRY
             if not meta_path.is_file():
-                self.misses += 1
                 return False
             meta = json.loads(meta_path.read_text())
             files = meta["files"]
             for name in self.outputs:
-                if _file_digest(entry / files[name]["file"]) != files[name]["sha256"]:
+                if source_sha256(entry / files[name]["file"]) != files[name]["sha256"]:
                     log.warning("cache entry %s: %s changed since it was kept; recomputing",
                                 entry, files[name]["file"])
-                    self.misses += 1
                     return False
             for name, target in self._targets(i).items():
                 _place(entry / files[name]["file"], Path(target))
         except (OSError, ValueError, KeyError) as exc:
             log.warning("cache not used for %s: %s", self.sm.params.videos[i]["video_id"], exc)
-            self.misses += 1
             return False
         log.info("restored from cache entry %s (same inputs, settings and code)", key)
         if (entry / LOG).is_file():
@@ -171,7 +155,7 @@ class VideoCache:
             for name, target in self._targets(i).items():
                 fname = f"{name}{''.join(Path(target).suffixes)}"
                 _link_or_copy(Path(target), tmp / fname)
-                files[name] = {"file": fname, "sha256": _file_digest(tmp / fname)}
+                files[name] = {"file": fname, "sha256": source_sha256(tmp / fname)}
             if log_file and Path(log_file).is_file():
                 shutil.copyfile(log_file, tmp / LOG)   # a copy: the log is reopened "w"
             (tmp / ENTRY).write_text(json.dumps(

@@ -54,7 +54,6 @@ Unreadable images in a frame folder
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -65,7 +64,7 @@ from typing import Callable, Iterator, NamedTuple
 import cv2
 import numpy as np
 
-from neopain.core.provenance import sha256_file
+from neopain.core.provenance import source_sha256 as provenance_source_sha256
 
 log = logging.getLogger(__name__)
 
@@ -280,23 +279,9 @@ def iter_frames(
 
 
 def source_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a source.
-
-    For a file: the sha256 of its bytes (read in 1 MiB chunks).  For a
-    directory: the sha256 over the sorted list of ``(relative posix name,
-    file sha256)`` of every regular file below it (recursively, hidden files
-    included), each entry fed as ``"<name>\\0<hex>\\n"`` -- so renaming,
-    adding, removing or changing any file changes the hash.
-    """
+    """sha256 of a source (a file's bytes; a folder's files, names and bytes):
+    :func:`neopain.core.provenance.source_sha256`, after checking that it exists."""
     path = Path(path)
     if not path.exists():
         raise VideoError(path, "does not exist")
-    if path.is_file():
-        return sha256_file(path)
-    entries = sorted(
-        (p.relative_to(path).as_posix(), sha256_file(p)) for p in path.rglob("*") if p.is_file()
-    )
-    h = hashlib.sha256()
-    for name, digest in entries:
-        h.update(f"{name}\0{digest}\n".encode("utf-8"))
-    return h.hexdigest()
+    return provenance_source_sha256(path)
