@@ -5,7 +5,7 @@ from neopain.core import runtime
 
 
 def main(sm):
-    from neopain.features.extract import gather_layer
+    from neopain.features.tables import gather_layer
     from neopain.core.provenance import META_KEY, canonical_json
     from neopain.core.samples import load_samples
 

@@ -12,8 +12,8 @@ def main(sm):
     import pyarrow.parquet as pq
 
     from neopain.features.baseline import single_recording_subjects
-    from neopain.learn.nested import (build_views, candidates, common_videos, nested_cv,
-                                permute_labels)
+    from neopain.learn.nested import (build_views, candidates, common_videos,
+                                      nested_cv_and_permuted)
     from neopain.features.tables import read_features
 
     log = logging.getLogger("nested")
@@ -38,14 +38,11 @@ def main(sm):
         log.info("head pose regressed out inside every fit of: %s",
                  [k for k, t in tables.items() if t[2] is not None])
     t0 = time.perf_counter()
-    res = nested_cv(views, cands, split, **kw)
-    log.info("%d candidates x %d outer folds in %.1f s", len(cands),
-             split["fold"].nunique(), time.perf_counter() - t0)
-    if spec["permutation"]:
-        res["permuted"] = nested_cv(permute_labels(views, p.seed), cands, split,
-                                    **kw)["predictions"]
-    else:
-        res["permuted"] = res["predictions"].iloc[:0]
+    res = nested_cv_and_permuted(views, cands, split, permutation=bool(spec["permutation"]),
+                                 workers=sm.threads, **kw)
+    log.info("%d candidates x %d outer folds%s in %.1f s (%d process(es))", len(cands),
+             split["fold"].nunique(), ", and again on shuffled labels" if spec["permutation"]
+             else "", time.perf_counter() - t0, min(sm.threads, 2))
     ups = [provenance.read_provenance(f) for f in [*sm.input.features, sm.input.split]]
     cfg = {"spec": spec, "tables": [list(t) for t in p.tables], "seed": p.seed,
            **({"pose_regression": True} if p.pose_regression else {})}

@@ -13,10 +13,10 @@ import torch
 
 from neopain.features.backbones import load_backbone
 from _crops import crops_table  # noqa: E402  (tests/ helper)
-from neopain.features.extract import (autocast_dtype, decode_batch, extract_video, gather_layer,
-                             prefetch_batches, read_features)
+from neopain.features.extract import (autocast_dtype, decode_batch, extract_video,
+                                      prefetch_batches, read_features)
 from neopain.faces.keyframes import select_keyframes
-from neopain.features.tables import feature_matrix
+from neopain.features.tables import feature_matrix, gather_layer
 
 
 @pytest.fixture(scope="module")

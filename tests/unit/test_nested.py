@@ -124,6 +124,25 @@ def test_summary_rows_and_labels():
         t.loc["best_of_n", "auc"])
 
 
+def test_permuted_search_in_a_second_process_gives_the_same_tables():
+    X, meta = offset_task(n_subjects=8)
+    split = loso(meta)
+    views = ns.build_views({("s", "f"): (X, meta)}, ["none", "center"],
+                           {"mean_std": ["mean", "std"]})
+    cands = ns.candidates(views, [{"selector": "all"}], MODELS)
+    kw = {"inner_splits": 3, "seed": 3}
+    one = ns.nested_cv_and_permuted(views, cands, split, workers=1, **kw)
+    two = ns.nested_cv_and_permuted(views, cands, split, workers=2, **kw)
+    for k in ("scores", "choices", "predictions", "permuted"):
+        pd.testing.assert_frame_equal(one[k], two[k])
+    alone = ns.nested_cv(ns.permute_labels(views, 3), cands, split, **kw)["predictions"]
+    pd.testing.assert_frame_equal(two["permuted"], alone)
+    assert not two["permuted"]["y"].equals(two["predictions"]["y"])
+    off = ns.nested_cv_and_permuted(views, cands, split, permutation=False, workers=2, **kw)
+    assert off["permuted"].empty and list(off["permuted"]) == list(one["permuted"])
+    pd.testing.assert_frame_equal(off["predictions"], one["predictions"])
+
+
 def test_permuted_labels_give_chance_on_real_ckplus_features(ckplus48_mobilenet):
     """CK+ crops (118 subjects), negative vs positive expression: the true labels are
     learnt; with labels shuffled the whole nested path sits at chance."""

@@ -525,6 +525,61 @@ def test_relieff_backends_are_bit_identical(backend):
     np.testing.assert_array_equal(base.scores_, other)
 
 
+def test_compiled_distances_span_stripes_and_attribute_chunks_bit_identically():
+    """The numba tiles (stripes of 256 columns in a balanced order, 128 attributes per
+    pass) give scipy's cityblock distances bit for bit, whole matrix and row blocks."""
+    pytest.importorskip("numba")
+    from scipy.spatial.distance import cdist
+
+    from neopain.learn._kernels import balanced_order
+    from neopain.learn.relieff_distances import Distances, weka_norm_params, weka_normalise_T
+
+    assert balanced_order(5).tolist() == [0, 4, 1, 3, 2]
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(601, 300))
+    X[:, 7] = 1.0  # a flat column: difference 0
+    norm = weka_norm_params(X, 64)
+    want = cdist(*(2 * [weka_normalise_T(X, slice(None), *norm).T]), "cityblock")
+    for col_block in (300, 97):
+        d = Distances(X, norm, "numba", 2, col_block, None)
+        np.testing.assert_array_equal(d.full(), want)
+        np.testing.assert_array_equal(d.rows(250, 533), want[250:533])
+
+
+def test_compiled_neighbours_equal_the_numpy_twin_with_ties():
+    """Weka's scan compiled (every row, every class) keeps the same neighbours in the same
+    slot order as the numpy path (k smallest by distance and index; Weka's replay at a
+    tie at the k-th distance): integer features with duplicated rows tie all the time."""
+    pytest.importorskip("numba")
+    from neopain.learn import relieff as rf
+    from neopain.learn.relieff_distances import Distances, weka_norm_params
+
+    rng = np.random.default_rng(1)
+    n_ties = 0
+    for trial in range(24):
+        n, p = int(rng.integers(5, 160)), int(rng.integers(1, 12))
+        X = rng.integers(0, 3, size=(n, p)).astype(float)
+        if trial % 3 == 0:
+            X = rng.random((n, p))
+        if trial % 4 == 0:
+            X[n // 2:] = X[:n - n // 2]
+        codes = rng.integers(0, int(rng.integers(2, 5)), n)
+        codes[:2] = [0, 1]
+        n_classes = int(codes.max()) + 1
+        k = int(rng.integers(1, 12))
+        dist = Distances(X, weka_norm_params(X, 64), "numba", 2, 64, None)
+        for chunk, use_full in ((n, True), (7, False)):
+            got = rf._neighbours(dist, codes, n_classes, k, chunk, use_full, True)
+            want = rf._neighbours(dist, codes, n_classes, k, chunk, use_full, False)
+            np.testing.assert_array_equal(got[0], want[0], err_msg=f"trial {trial}")
+            np.testing.assert_array_equal(got[1], want[1])
+        D = dist.full()
+        np.fill_diagonal(D, np.inf)
+        kth = np.sort(D, axis=1)[:, min(k, n - 2):min(k, n - 2) + 2]
+        n_ties += int((kth[:, 0] == kth[:, 1]).sum())
+    assert n_ties > 100  # the inputs did exercise the tie replay
+
+
 def test_float32_input_is_not_copied_to_float64_and_scores_equal():
     X, y = synthetic(n=120, n_noise=40, seed=3)
     X32 = X.astype(np.float32)

@@ -99,3 +99,33 @@ def test_track_crop_keyframes_library_path_does_not_import_torch():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+CNN_SCRIPTS = {"extract", "finetune", "cascade"}  # the rules that run a network
+
+
+def test_rule_scripts_without_a_cnn_never_import_torch():
+    """Every module a rule script imports (at its top or inside ``main``), imported in a
+    fresh interpreter: only the CNN rules' scripts bring torch in (gather_features once
+    did, through neopain.features.extract: ~1.3 s of every incremental run)."""
+    import ast
+
+    from _paths import REPO
+
+    checked = []
+    for script in sorted((REPO / "scripts").glob("*.py")):
+        if script.stem.startswith("_") or script.stem in CNN_SCRIPTS:
+            continue
+        mods = sorted({n.module for n in ast.walk(ast.parse(script.read_text()))
+                       if isinstance(n, ast.ImportFrom) and n.module
+                       and n.module.startswith("neopain")})
+        code = ("import importlib, sys\n"
+                f"for m in {mods!r}: importlib.import_module(m)\n"
+                "print('torch' in sys.modules)\n")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=300, env={**__import__("os").environ,
+                                                "PYTHONPATH": str(REPO / "src")})
+        assert proc.returncode == 0, (script.name, proc.stderr)
+        assert proc.stdout.strip() == "False", f"{script.name} imports torch via {mods}"
+        checked.append(script.stem)
+    assert {"gather_features", "select", "nested", "classify", "track"} <= set(checked)

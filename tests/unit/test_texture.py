@@ -94,7 +94,7 @@ def test_grid_histograms_and_dimensions():
 def test_texture_video_rows_are_the_keyframes_in_the_gathered_schema(tmp_path):
     import pandas as pd
 
-    from neopain.features.extract import gather_layer
+    from neopain.features.tables import gather_layer
 
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (224, 224, 3)).astype(np.uint8) for _ in range(5)]

@@ -33,6 +33,7 @@ for _backbone in BACKBONES:
                 workers=config["extract"]["workers"],
                 fast_decode=config["extract"]["fast_decode"],
             threads: 2
+            priority: 1  # the chain to the tables first (docs/scale.md: what runs first)
             log:
                 f"logs/extract/{_backbone}/_shard_{_shard}.log",
             group:
@@ -68,6 +69,7 @@ rule gather_features:
         positive_label=config["positive_label"],
         labels=config["labels"],
         data_root=config["data_root"],
+    priority: 1  # the chain to the tables first (docs/scale.md: what runs first)
     log:
         "logs/gather_features/{backbone}/{layer}.log",
     conda:

@@ -19,7 +19,9 @@ rule nested:
         spec=NESTED_SPACE,
         seed=config["seed"],
         pose_regression=ACTIONS_POSE_REGRESSION,  # actions.smk: actions tables' head pose
-    threads: 1
+    # the search on shuffled labels runs in a second process beside the real one
+    threads: 2 if NESTED_SPACE["permutation"] else 1
+    priority: 1  # the chain to the tables first (docs/scale.md: what runs first)
     log:
         "logs/nested/{protocol}.log",
     resources:

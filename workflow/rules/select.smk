@@ -12,6 +12,7 @@ rule select:
         baseline=config["baseline"],
         pose_regression=regress_pose,  # actions tables only (actions.smk)
     threads: 2
+    priority: 1  # the chain to the tables first (docs/scale.md: what runs first)
     log:
         "logs/select/{backbone}/{layer}/{protocol}/{selector}.log",
     resources:

@@ -10,6 +10,7 @@ rule split:
         spec=lambda wc: PROTOCOLS[wc.protocol],
         labels=config["labels"],
         data_root=config["data_root"],
+    priority: 1  # the chain to the tables first (docs/scale.md: what runs first)
     log:
         "logs/split/{protocol}.log",
     conda:

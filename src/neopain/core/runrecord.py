@@ -103,12 +103,14 @@ def _parquet_provenance(path: Path) -> dict[str, Any] | None:
 
 def _result_files(results: Path, skip: Iterable[Path]) -> list[Path]:
     """Every result file, less temporary files and hidden folders (the per-video cache,
-    results/.cache, holds no results: neopain.core.videocache)."""
+    results/.cache, holds no results: neopain.core.videocache; never walked into)."""
     skip = {p.resolve() for p in skip}
-    return sorted(p for p in results.rglob("*")
-                  if p.is_file() and p.resolve() not in skip
-                  and not any(part.startswith(".") for part in p.relative_to(results).parts)
-                  and not p.name.endswith(".tmp"))
+    found = []
+    for dirpath, dirs, files in os.walk(results):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(dirpath, f) for f in files
+                  if not f.startswith(".") and not f.endswith(".tmp")]
+    return sorted(p for p in found if p.resolve() not in skip)
 
 
 def _with_manifest_files(workdir: Path, inputs: list[str],
@@ -143,14 +145,34 @@ def build_record(workdir: str | os.PathLike = ".", config: Mapping[str, Any] | N
         prev_files.update(previous.get("inputs", {}))
     hasher = _Hasher(prev_files)
 
+    rels: dict[str, str] = {}
+
     def rel(p: str) -> str:
-        path = Path(p)
-        if path.is_absolute():
-            try:
-                return path.relative_to(workdir).as_posix()
-            except ValueError:
-                return path.as_posix()
-        return path.as_posix()
+        if p not in rels:
+            path = Path(p)
+            if path.is_absolute():
+                try:
+                    rels[p] = path.relative_to(workdir).as_posix()
+                except ValueError:
+                    rels[p] = path.as_posix()
+            else:
+                rels[p] = path.as_posix()
+        return rels[p]
+
+    # every per-video output of a shard job names the same inputs: hashed once per job
+    job_inputs: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def inputs_of(listed: tuple[str, ...]) -> dict[str, Any]:
+        if listed not in job_inputs:
+            found = {}
+            for inp in _with_manifest_files(workdir, [rel(i) for i in listed], manifests):
+                ikey = rel(inp)
+                ient = hasher.cache.get(ikey) or hasher.entry(ikey, workdir / ikey)
+                found[ikey] = ient.get("sha256")
+                if ikey not in meta and not ikey.startswith("results/"):
+                    raw_inputs[ikey] = ient
+            job_inputs[listed] = found
+        return dict(job_inputs[listed])
 
     outputs: dict[str, Any] = {}
     raw_inputs: dict[str, Any] = {}
@@ -165,15 +187,7 @@ def build_record(workdir: str | os.PathLike = ".", config: Mapping[str, Any] | N
             ent["rule"] = None          # not made by this workflow's jobs (or metadata lost)
         else:
             ent["rule"] = job.get("rule")
-            ent["inputs"] = {}
-            for inp in _with_manifest_files(workdir, [rel(i) for i in job.get("input") or []],
-                                            manifests):
-                ikey = rel(inp)
-                ipath = workdir / ikey if not Path(ikey).is_absolute() else Path(ikey)
-                ient = hasher.entry(ikey, ipath)
-                ent["inputs"][ikey] = ient.get("sha256")
-                if ikey not in meta and not ikey.startswith("results/"):
-                    raw_inputs[ikey] = ient
+            ent["inputs"] = inputs_of(tuple(job.get("input") or []))
             ent["inputs_at_run"] = {rel(k): v.removeprefix("sha256:")
                                     for k, v in (job.get("input_checksums") or {}).items()}
             ent["log"] = job.get("log") or []

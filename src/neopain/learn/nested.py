@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -381,6 +383,33 @@ def ensemble_scores(kind, members, oof_all, y_tr, folds, ref, tr_v, outer=None):
              "params": vm.params_json({"members": [int(m) for m in members]})}
     return _auc(y_tr, inner), (None if outer is None else
                                (vids, test, (test >= 0.5).astype(int), label))
+
+
+def nested_cv_and_permuted(views: dict[tuple, View], cands: list[Candidate],
+                           split: pd.DataFrame, *, permutation: bool = True, workers: int = 1,
+                           **kw) -> dict[str, pd.DataFrame]:
+    """:func:`nested_cv` (``kw``) plus ``permuted``: the nested estimate's predictions with
+    labels shuffled by :func:`permute_labels` (``kw["seed"]``; empty without
+    ``permutation``). ``workers`` >= 2 runs the shuffled search in a forked process
+    beside the real one: the same tables in about half the wall time."""
+    if not permutation:
+        res = nested_cv(views, cands, split, **kw)
+        res["permuted"] = res["predictions"].iloc[:0]
+        return res
+    shuffled = permute_labels(views, kw.get("seed", 0))
+    if workers < 2 or "fork" not in mp.get_all_start_methods():
+        res = nested_cv(views, cands, split, **kw)
+        res["permuted"] = nested_cv(shuffled, cands, split, **kw)["predictions"]
+        return res
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
+        other = pool.submit(_predictions, shuffled, cands, split, kw)
+        res = nested_cv(views, cands, split, **kw)
+        res["permuted"] = other.result()
+    return res
+
+
+def _predictions(views, cands, split, kw):
+    return nested_cv(views, cands, split, **kw)["predictions"]
 
 
 def permute_labels(views: dict[tuple, View], seed: int) -> dict[tuple, View]:

@@ -172,29 +172,54 @@ def _weka_scan(dist, k):
     return np.asarray(slot_i, dtype=np.intp)
 
 
-def _neighbours(dist, codes, n_classes, k, chunk, use_full):
+def _class_weights(codes, n_classes, k):
+    """``wc[i, c]``, the weight of row ``i``'s summed differences to its class-``c``
+    neighbours: ``-1/k_hit`` for the own class, ``w_c/k_c`` for another class, 0 when
+    the class offers no neighbour."""
+    n = codes.size
+    counts = np.bincount(codes, minlength=n_classes)
+    prior = counts / n
+    wc = np.zeros((n, n_classes))
+    for c in range(n_classes):
+        own = codes == c
+        stored = np.minimum(k, counts[c] - own)  # candidates per row, self excluded
+        if n_classes > 2:
+            factor = prior[c] / (1.0 - prior[codes])
+        else:
+            factor = np.ones(n)
+        weight = np.where(own, -1.0, factor) / np.maximum(stored, 1)
+        wc[:, c] = np.where(stored > 0, weight, 0.0)
+    return wc
+
+
+def _neighbours(dist, codes, n_classes, k, chunk, use_full, compiled):
     """Nearest hits/misses of every row and the weight of each class group.
 
     Returns ``(nb, wc)``: ``nb[i, c*k:(c+1)*k]`` are the neighbours of row ``i``
     in class ``c`` (row ``i`` itself fills unused slots, adding a zero
-    difference), ``wc[i, c]`` the weight of their summed differences:
-    ``-1/k_hit`` for the own class, ``w_c/k_c`` for another class, 0 when the
-    class offers no neighbour.
+    difference), ``wc`` as :func:`_class_weights`. ``compiled``: Weka's scan in
+    :func:`neopain.learn._kernels.weka_neighbours`, else the numpy twin below (the
+    same neighbours in the same order).
     """
     n = codes.size
-    counts = np.bincount(codes, minlength=n_classes)
-    prior = counts / n
     members = [np.flatnonzero(codes == c) for c in range(n_classes)]
     nb = np.repeat(np.arange(n, dtype=np.intp)[:, None], n_classes * k, axis=1)
-    wc = np.zeros((n, n_classes))
+    wc = _class_weights(codes, n_classes, k)
 
     # Distances: the whole symmetric matrix when it fits the budget (half the work),
     # else blocks of rows. Both give bit-identical distances.
     full = dist.full() if use_full else None
-
+    if compiled:
+        from neopain.learn import _kernels
+        flat = np.concatenate(members).astype(np.int64)
+        starts = np.cumsum([0] + [m.size for m in members]).astype(np.int64)
     for r0 in range(0, n, chunk):
         rows = np.arange(r0, min(n, r0 + chunk))
         D = full[r0:r0 + rows.size] if full is not None else dist.rows(r0, r0 + rows.size)
+        if compiled:
+            with numba_threads(dist.n_threads):
+                _kernels.weka_neighbours(D, r0, codes.astype(np.int64), flat, starts, k, nb)
+            continue
         D[np.arange(rows.size), rows] = np.inf  # an instance is not its own neighbour
         own = codes[rows]
         for c in range(n_classes):
@@ -220,12 +245,6 @@ def _neighbours(dist, codes, n_classes, k, chunk, use_full):
             used = np.arange(chosen.shape[1])[None, :] < stored[:, None]
             nb[rows, c * k:c * k + chosen.shape[1]] = np.where(used, cand[chosen],
                                                                rows[:, None])
-            if n_classes > 2:
-                factor = prior[c] / (1.0 - prior[own])
-            else:
-                factor = np.ones(rows.size)
-            weight = np.where(own == c, -1.0, factor) / np.maximum(stored, 1)
-            wc[rows, c] = np.where(stored > 0, weight, 0.0)
     return nb, wc
 
 
@@ -277,13 +296,13 @@ def relieff_scores(X, codes, k=10, *, chunk_size=None, column_chunk_size=None,
     col_block = column_chunk_size or max(1, (BLOCK_BYTES // 4) // (8 * n))
     norm = weka_norm_params(X, col_block)
     dist = Distances(X, norm, backend, n_jobs, col_block, device)
-    nb, wc = _neighbours(dist, codes, n_classes, k, chunk, use_full)
+    compiled = backend != "scipy" and have_numba()
+    nb, wc = _neighbours(dist, codes, n_classes, k, chunk, use_full, compiled)
 
     # Accumulate sum_i sum_c wc[i, c] * sum_{j in class c} |Xn[i] - Xn[nb_ij]| per
     # attribute: rows in index order, classes, slots; the order does not depend on
     # the block sizes, so chunked and unchunked runs give identical scores.
     total = np.zeros(p)
-    compiled = backend != "scipy" and have_numba()
     if compiled:
         from neopain.learn import _kernels
     for c0 in range(0, p, col_block):

@@ -103,9 +103,10 @@ class Distances:
         from neopain.learn import _kernels
 
         D = np.zeros((n, n))
+        order = _kernels.balanced_order(-(-n // _kernels.COL_TILE))
         with numba_threads(self.n_threads):
             for XT in self._blocks():
-                _kernels.l1_accumulate(XT, 0, n, D, True)
+                _kernels.l1_accumulate(XT, 0, n, D, True, order)
             _kernels.mirror_upper(D)
         return D
 
@@ -119,9 +120,10 @@ class Distances:
         from neopain.learn import _kernels
 
         D = np.zeros((r1 - r0, self.n))
+        order = _kernels.balanced_order(-(-self.n // _kernels.COL_TILE))
         with numba_threads(self.n_threads):
             for XT in self._blocks():
-                _kernels.l1_accumulate(XT, r0, r1, D, False)
+                _kernels.l1_accumulate(XT, r0, r1, D, False, order)
         return D
 
     def _scipy_Xn(self):
