@@ -8,6 +8,10 @@ other, so splitting the attributes into consecutive blocks and carrying ``D``
 gives bit-identical distances. The vector lanes run over *pairs* (columns
 ``j``), never over attributes, so the compiler needs no fast-math licence.
 
+``weka_neighbours`` runs Weka's ``findKHitMiss`` scan (candidates in index order, the
+worst slot replaced only by a strictly closer one) for every row and class of a block
+of distance rows.
+
 ``relieff_accumulate`` sums the weighted neighbour differences per attribute
 in a fixed order (rows in index order, classes, then slots), so the scores
 do not depend on how attributes are blocked or how many threads run.

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -391,13 +392,14 @@ def nested_cv_and_permuted(views: dict[tuple, View], cands: list[Candidate],
     """:func:`nested_cv` (``kw``) plus ``permuted``: the nested estimate's predictions with
     labels shuffled by :func:`permute_labels` (``kw["seed"]``; empty without
     ``permutation``). ``workers`` >= 2 runs the shuffled search in a forked process
-    beside the real one: the same tables in about half the wall time."""
+    beside the real one (Linux; elsewhere one after the other): the same tables in about
+    half the wall time."""
     if not permutation:
         res = nested_cv(views, cands, split, **kw)
         res["permuted"] = res["predictions"].iloc[:0]
         return res
     shuffled = permute_labels(views, kw.get("seed", 0))
-    if workers < 2 or "fork" not in mp.get_all_start_methods():
+    if workers < 2 or not sys.platform.startswith("linux"):  # fork: Linux only
         res = nested_cv(views, cands, split, **kw)
         res["permuted"] = nested_cv(shuffled, cands, split, **kw)["predictions"]
         return res
