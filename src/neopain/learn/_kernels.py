@@ -82,14 +82,34 @@ def l1_accumulate(XT, r0, r1, D, symmetric, order):  # pragma: no cover - compil
                     acc[ii, :nj] = D[i0 + ii, j0:je]
                 for a in range(a0, a1):
                     # slices: the loops below index from 0, no negative-index wraparound
-                    # checks, so LLVM vectorises the pair loop
+                    # checks, so LLVM vectorises the pair loop; four rows share each load
+                    # of the column values (1.3x over one row at a time; one assignment
+                    # per name: a tuple assignment here made the loop 1.7x slower)
                     seg = XT[a, j0:je]
                     xs = XT[a, r0 + i0:r0 + i0 + ni]
-                    for ii in range(ni):
+                    ii = 0
+                    while ii + 3 < ni:
+                        x0 = xs[ii]
+                        x1 = xs[ii + 1]
+                        x2 = xs[ii + 2]
+                        x3 = xs[ii + 3]
+                        ar0 = acc[ii]
+                        ar1 = acc[ii + 1]
+                        ar2 = acc[ii + 2]
+                        ar3 = acc[ii + 3]
+                        for jj in range(nj):
+                            s = seg[jj]
+                            ar0[jj] += abs(x0 - s)
+                            ar1[jj] += abs(x1 - s)
+                            ar2[jj] += abs(x2 - s)
+                            ar3[jj] += abs(x3 - s)
+                        ii += 4
+                    while ii < ni:
                         x = xs[ii]
                         ar = acc[ii]
                         for jj in range(nj):
                             ar[jj] += abs(x - seg[jj])
+                        ii += 1
                 for ii in range(ni):
                     D[i0 + ii, j0:je] = acc[ii, :nj]
 
