@@ -40,9 +40,9 @@ def main(sm):
     t0 = time.perf_counter()
     res = nested_cv_and_permuted(views, cands, split, permutation=bool(spec["permutation"]),
                                  workers=sm.threads, **kw)
-    log.info("%d candidates x %d outer folds%s in %.1f s (%d process(es))", len(cands),
+    log.info("%d candidates x %d outer folds%s in %.1f s", len(cands),
              split["fold"].nunique(), ", and again on shuffled labels" if spec["permutation"]
-             else "", time.perf_counter() - t0, min(sm.threads, 2))
+             else "", time.perf_counter() - t0)
     ups = [provenance.read_provenance(f) for f in [*sm.input.features, sm.input.split]]
     cfg = {"spec": spec, "tables": [list(t) for t in p.tables], "seed": p.seed,
            **({"pose_regression": True} if p.pose_regression else {})}

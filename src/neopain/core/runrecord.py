@@ -167,7 +167,7 @@ def build_record(workdir: str | os.PathLike = ".", config: Mapping[str, Any] | N
             found = {}
             for inp in _with_manifest_files(workdir, [rel(i) for i in listed], manifests):
                 ikey = rel(inp)
-                ient = hasher.cache.get(ikey) or hasher.entry(ikey, workdir / ikey)
+                ient = hasher.entry(ikey, workdir / ikey)
                 found[ikey] = ient.get("sha256")
                 if ikey not in meta and not ikey.startswith("results/"):
                     raw_inputs[ikey] = ient

@@ -213,12 +213,13 @@ def _neighbours(dist, codes, n_classes, k, chunk, use_full, compiled):
         from neopain.learn import _kernels
         flat = np.concatenate(members).astype(np.int64)
         starts = np.cumsum([0] + [m.size for m in members]).astype(np.int64)
+        codes64 = codes.astype(np.int64)
     for r0 in range(0, n, chunk):
         rows = np.arange(r0, min(n, r0 + chunk))
         D = full[r0:r0 + rows.size] if full is not None else dist.rows(r0, r0 + rows.size)
         if compiled:
             with numba_threads(dist.n_threads):
-                _kernels.weka_neighbours(D, r0, codes.astype(np.int64), flat, starts, k, nb)
+                _kernels.weka_neighbours(D, r0, codes64, flat, starts, k, nb)
             continue
         D[np.arange(rows.size), rows] = np.inf  # an instance is not its own neighbour
         own = codes[rows]
